@@ -1,0 +1,175 @@
+"""transformers backend: `from_pretrained` + batched, left-padded `generate` with every
+generation field set explicitly (transformers 5 fills unset fields from the model's defaults)."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from typing import Any, Optional
+
+from llem_bench.backends.base import PassOutput
+from llem_bench.config.experiment import ExperimentConfig
+from llem_bench.workload.prompts import Workload
+from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
+
+
+class PyTorchBackend:
+    name = "pytorch"
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device: str = "cpu"
+        self.config: Optional[ExperimentConfig] = None
+        self.generation_config: Any = None
+
+    def load(self, config: ExperimentConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        section = config.pytorch
+        self.device = _resolve_device(section.device)
+        path = str(ensure_checkpoint(config.model, device=self.device)) if is_synthetic(config.model) else config.model
+        kwargs: dict[str, Any] = {"dtype": config.dtype}
+        if section.attn_implementation:
+            kwargs["attn_implementation"] = section.attn_implementation
+        if section.device_map:
+            kwargs["device_map"] = section.device_map
+        kwargs.update(section.passthrough.get("from_pretrained", {}))
+        print(f"llem-bench: loading {config.model} ({path}) on {section.device_map or self.device}",
+              file=sys.stderr, flush=True)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if not section.device_map:
+            model = model.to(self.device)
+        model.eval()
+        if section.torch_compile:
+            model.forward = torch.compile(model.forward, mode=section.compile_mode)
+        tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model, self.tokenizer = model, tokenizer
+
+    def configure(self, config: ExperimentConfig) -> None:
+        from transformers import GenerationConfig
+
+        self.config = config
+        section, decoding, workload = config.pytorch, config.decoding, config.workload
+        sampling = decoding.preset == "sampling"
+        fixed = workload.output_tokens if workload.ignore_eos else 0
+        fields = dict(
+            max_new_tokens=workload.output_tokens, min_new_tokens=fixed, max_length=None, min_length=0,
+            do_sample=sampling, num_beams=section.num_beams, num_return_sequences=1,
+            temperature=decoding.temperature if sampling else 1.0,
+            top_p=decoding.top_p if sampling else 1.0,
+            top_k=(decoding.top_k or None) if sampling else None,
+            min_p=None, typical_p=1.0, repetition_penalty=decoding.repetition_penalty,
+            no_repeat_ngram_size=0, length_penalty=1.0, early_stopping=False,
+            use_cache=section.use_cache, cache_implementation=section.cache_implementation,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+        fields.update(section.passthrough.get("generate", {}))
+        self.generation_config = GenerationConfig(**fields)
+        # Also replace the model's own defaults so nothing unset can leak in from generation_config.json.
+        self.model.generation_config = self.generation_config
+
+    def run_pass(self, workload: Workload) -> PassOutput:
+        import torch
+
+        batch_size = self.config.pytorch.batch_size
+        eos = self.tokenizer.eos_token_id
+        counts: list[int] = []
+        prompts = workload.prompt_token_ids
+        with torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                batch = prompts[start:start + batch_size]
+                input_ids, attention_mask = _left_pad(batch, self.tokenizer.pad_token_id, self.model.device)
+                out = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=self.generation_config,
+                )
+                new = out[:, input_ids.shape[1]:].tolist()
+                counts.extend(_generated_length(row, eos, self.config.workload.ignore_eos) for row in new)
+        return PassOutput(output_tokens=counts)
+
+    def synchronize(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def cuda_ordinals(self) -> list[int]:
+        if not self.device.startswith("cuda"):
+            return []
+        devices = {p.device for p in self.model.parameters()}
+        return sorted(d.index or 0 for d in devices if d.type == "cuda")
+
+    def reset_peak_memory(self) -> None:
+        import torch
+
+        for ordinal in self.cuda_ordinals():
+            torch.cuda.reset_peak_memory_stats(ordinal)
+
+    def peak_memory_mb(self) -> tuple[Optional[float], str]:
+        import torch
+
+        ordinals = self.cuda_ordinals()
+        if ordinals:
+            peak = sum(torch.cuda.max_memory_allocated(o) for o in ordinals)
+            return peak / 2**20, "torch.cuda.max_memory_allocated over the window, summed over the GPUs in use"
+        # ru_maxrss is KiB on Linux; it is the whole process's peak since start, not per window.
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS since start (CPU run)"
+
+    def effective_config(self) -> dict[str, Any]:
+        model, gen = self.model, self.generation_config
+        return {
+            "batch_size": self.config.pytorch.batch_size,
+            "device": str(model.device),
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "attn_implementation": getattr(model.config, "_attn_implementation", None),
+            "hf_device_map": getattr(model, "hf_device_map", None),
+            "torch_compile": self.config.pytorch.torch_compile,
+            "generation": {k: getattr(gen, k) for k in (
+                "max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
+                "repetition_penalty", "use_cache", "cache_implementation", "pad_token_id", "eos_token_id")},
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"pytorch.device is '{device}' but torch sees no CUDA GPU; use device: cpu or auto")
+    return device
+
+
+def _left_pad(batch: list[list[int]], pad_id: int, device: Any):
+    import torch
+
+    width = max(len(p) for p in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, prompt in enumerate(batch):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _generated_length(row: list[int], eos: Optional[int], ignore_eos: bool) -> int:
+    """Generated tokens of one row: up to and including the first EOS unless EOS is ignored;
+    anything after it is padding, not output."""
+    if ignore_eos or eos is None or eos not in row:
+        return len(row)
+    return row.index(eos) + 1

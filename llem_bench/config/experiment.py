@@ -1,0 +1,133 @@
+"""The configuration of one experiment: one model, one backend, one workload, one grid point."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal, Optional
+
+from pydantic import field_validator, model_validator
+
+from llem_bench.config.backends import PyTorchConfig, TensorRTConfig, VLLMConfig
+from llem_bench.config.base import StrictModel, knob
+
+DTYPE_SHORT = {"auto": "auto", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+DTYPE_ALIASES = {short: full for full, short in DTYPE_SHORT.items()}
+
+
+class WorkloadConfig(StrictModel):
+    prompts: str = knob(
+        "builtin:default",
+        "Prompt source: builtin:default (shipped set), a .jsonl path (field 'prompt' or 'text'), "
+        "or 'synthetic' (random token ids of length input_tokens).",
+    )
+    num_prompts: int = knob(32, "Requests per workload pass (prompts are reused in order if the set is smaller).", ge=1)
+    max_input_tokens: int = knob(256, "Prompts are truncated to this many tokens, once, before any run.", ge=1)
+    input_tokens: Optional[int] = knob(None, "Exact prompt length for prompts: synthetic.", ge=1)
+    output_tokens: int = knob(128, "Tokens generated per request.", ge=1)
+    ignore_eos: bool = knob(
+        True, "Force exactly output_tokens per request so every run and backend does the same work."
+    )
+    seed: int = knob(0, "Seed for synthetic prompts and sampling.")
+
+    @model_validator(mode="after")
+    def _synthetic_needs_length(self) -> "WorkloadConfig":
+        if self.prompts == "synthetic" and self.input_tokens is None:
+            raise ValueError("prompts: synthetic needs workload.input_tokens (e.g. input_tokens: 128)")
+        if self.prompts != "synthetic" and self.input_tokens is not None:
+            raise ValueError("workload.input_tokens only applies to prompts: synthetic; use max_input_tokens to truncate")
+        return self
+
+
+class DecodingConfig(StrictModel):
+    preset: Literal["deterministic", "sampling"] = knob(
+        "deterministic", "deterministic = greedy decoding; sampling uses the fields below."
+    )
+    temperature: float = knob(1.0, "Sampling temperature (preset: sampling).", gt=0)
+    top_p: float = knob(1.0, "Nucleus sampling mass (preset: sampling).", gt=0, le=1)
+    top_k: int = knob(0, "Top-k cut-off, 0 = off (preset: sampling).", ge=0)
+    repetition_penalty: float = knob(1.0, "Penalty on repeated tokens, 1.0 = off.", gt=0)
+
+    @model_validator(mode="after")
+    def _sampling_fields_need_sampling(self) -> "DecodingConfig":
+        if self.preset == "deterministic":
+            changed = [n for n in ("temperature", "top_p", "top_k") if n in self.model_fields_set]
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} only apply to preset: sampling (greedy decoding ignores them); "
+                    "set decoding.preset: sampling or remove them"
+                )
+        return self
+
+
+class WarmupConfig(StrictModel):
+    min_runs: int = knob(1, "Full-shape warmup passes always run.", ge=1)
+    max_runs: int = knob(5, "Cap on warmup passes; reaching it without stability is a warning.", ge=1)
+    cv_target: float = knob(0.05, "Stop warming up once the CV of the last 3 pass times is below this.", gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "WarmupConfig":
+        if self.max_runs < self.min_runs:
+            raise ValueError(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+        return self
+
+
+class MeasurementConfig(StrictModel):
+    cycles: int = knob(3, "Measured cycles; statistics (mean, std, 95% CI) are over these.", ge=1)
+    warmup: WarmupConfig = knob(WarmupConfig(), "Full-shape warmup before the measured cycles.")
+    min_window_s: float = knob(
+        10.0, "Repeat the workload inside each cycle until the window lasts this long "
+        "(the NVML counter updates every ~100 ms: 10 s keeps quantisation near 1%).", ge=0,
+    )
+    energy: Literal["auto", "nvml", "none"] = knob(
+        "auto", "auto: NVML on the GPUs in use when there are any; nvml: fail without it; none: do not measure."
+    )
+
+
+class ExperimentConfig(StrictModel):
+    study: str = knob("adhoc", "Name of the study this experiment belongs to.")
+    model: str = knob(
+        "synthetic:tiny", "synthetic:<shape> (offline random-init checkpoint), a Hugging Face id or a local path.",
+        load=True,
+    )
+    backend: Literal["pytorch", "vllm", "tensorrt"] = knob("pytorch", "Inference backend.", load=True)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = knob(
+        "auto", "Weight/activation dtype; auto keeps the checkpoint's.", load=True,
+        effect="Half precision halves weight traffic: faster decode, fewer J/token.",
+    )
+    workload: WorkloadConfig = knob(WorkloadConfig(), "What is generated.")
+    decoding: DecodingConfig = knob(DecodingConfig(), "How tokens are chosen.")
+    measurement: MeasurementConfig = knob(MeasurementConfig(), "How it is measured.")
+    pytorch: Optional[PyTorchConfig] = None
+    vllm: Optional[VLLMConfig] = None
+    tensorrt: Optional[TensorRTConfig] = None
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_alias(cls, value: object) -> object:
+        return DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_backend_section(self) -> "ExperimentConfig":
+        for name in ("pytorch", "vllm", "tensorrt"):
+            if name != self.backend and getattr(self, name) is not None:
+                raise ValueError(f"section '{name}' given but backend is '{self.backend}'")
+        if getattr(self, self.backend) is None:
+            default = {"pytorch": PyTorchConfig, "vllm": VLLMConfig, "tensorrt": TensorRTConfig}[self.backend]()
+            object.__setattr__(self, self.backend, default)
+        return self
+
+    @property
+    def backend_config(self) -> StrictModel:
+        return getattr(self, self.backend)
+
+    def canonical(self) -> dict:
+        """The fully resolved config, other backends' sections dropped."""
+        return self.model_dump(mode="json", exclude={b for b in ("pytorch", "vllm", "tensorrt") if b != self.backend})
+
+
+def config_hash(explicit: dict) -> str:
+    """Short stable hash of the settings a user wrote (not of schema defaults, so adding a
+    field with a default later does not change ids or break baselines)."""
+    blob = json.dumps(explicit, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:6]

@@ -1,0 +1,26 @@
+"""Checks that need no model: run at collection so bad input fails before anything loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llem_bench.config.errors import ConfigError
+from llem_bench.config.study import Experiment
+from llem_bench.workload.prompts import check_source
+from llem_bench.workload.synthetic import is_synthetic, shape_name
+
+
+def preflight(experiments: list[Experiment], source: str = "<study>") -> None:
+    checked: set[str] = set()
+    for exp in experiments:
+        config = exp.config
+        try:
+            if is_synthetic(config.model):
+                shape_name(config.model)
+            elif config.model.startswith((".", "/", "~")) and not Path(config.model).expanduser().exists():
+                raise ConfigError(f"model: local path {config.model!r} does not exist")
+            if config.workload.prompts not in checked:
+                check_source(config.workload.prompts)
+                checked.add(config.workload.prompts)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: experiment {exp.test_id}: {exc}") from None

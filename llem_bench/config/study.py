@@ -1,0 +1,281 @@
+"""Study YAML: shared defaults, per-backend defaults, a Cartesian sweep and explicit extra points,
+expanded into validated experiments with stable, `-k`-friendly test ids."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
+
+from llem_bench.config.backends import BACKENDS, SECTION_MODELS
+from llem_bench.config.base import StrictModel
+from llem_bench.config.errors import ConfigError, did_you_mean, format_validation_error
+from llem_bench.config.experiment import DTYPE_SHORT, ExperimentConfig, config_hash
+
+SECTIONS = ("workload", "decoding", "measurement")
+TOP_LEVEL_AXES = ("backend", "model", "dtype")
+
+
+class GateSpec(StrictModel):
+    """Allowed change of one metric against a baseline, e.g. {max_increase: 5%}."""
+
+    max_increase: Optional[str] = None
+    max_decrease: Optional[str] = None
+
+    @field_validator("max_increase", "max_decrease", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip()
+        if not re.fullmatch(r"\d+(\.\d+)?%", text):
+            raise ValueError(f"expected a percentage such as 5%, got {value!r}")
+        return text
+
+
+class Study(StrictModel):
+    study: str = Field(description="Study name; used for the output folder.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    model: Optional[str] = None
+    backend: Optional[str] = None
+    dtype: Optional[str] = None
+    workload: dict[str, Any] = Field(default_factory=dict)
+    decoding: dict[str, Any] = Field(default_factory=dict)
+    measurement: dict[str, Any] = Field(default_factory=dict)
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    experiments: list[dict[str, Any]] = Field(default_factory=list)
+    gates: dict[str, GateSpec] = Field(default_factory=dict)
+    runners: dict[str, str] = Field(default_factory=dict)
+
+    # Where the study came from, for error messages (not a YAML key).
+    _source: str = PrivateAttr("<study>")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+
+@dataclass
+class Experiment:
+    """One grid point: its validated config, the settings the user wrote, and its test id."""
+
+    test_id: str
+    config: ExperimentConfig
+    explicit: dict[str, Any]
+    swept: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    @property
+    def config_hash(self) -> str:
+        return self.test_id.rsplit("-", 1)[-1]
+
+
+def load_study(path: str | Path) -> tuple[Study, list[Experiment]]:
+    """Read, validate and expand a study file. Raises ConfigError with a user-facing message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_study(raw, source=str(path))
+
+
+def parse_study(raw: Any, source: str = "<study>") -> tuple[Study, list[Experiment]]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a study is a YAML mapping with at least a 'study: <name>' key")
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, Study, _join, source)) from None
+    study._source = source
+    return study, expand(study)
+
+
+def expand(study: Study) -> list[Experiment]:
+    src = study.source
+    for name in study.backends:
+        if name not in BACKENDS:
+            raise ConfigError(f"{src}: backends.{name}: unknown backend.{did_you_mean(name, list(BACKENDS))} "
+                              f"Allowed: {', '.join(BACKENDS)}.")
+    for key, values in study.sweep.items():
+        _check_axis(src, key, values)
+
+    backends = _backends_to_run(study)
+    for key in study.sweep:
+        scope = key.split(".")[0]
+        if scope in BACKENDS and scope not in backends:
+            raise ConfigError(f"{src}: sweep.{key}: applies to backend '{scope}', which this study does not run "
+                              f"(it runs: {', '.join(backends)}). Add it to sweep.backend or remove the axis.")
+
+    base: dict[str, Any] = {"study": study.study}
+    provenance: dict[str, str] = {}
+    for key in ("model", "dtype"):
+        if getattr(study, key) is not None:
+            base[key] = getattr(study, key)
+            provenance[key] = key
+    for section in SECTIONS:
+        if getattr(study, section):
+            base[section] = copy.deepcopy(getattr(study, section))
+            provenance[section] = section
+
+    experiments: list[Experiment] = []
+    for backend in backends:
+        axes = [(k, v) for k, v in study.sweep.items() if k != "backend" and k.split(".")[0] in (*SECTIONS, *TOP_LEVEL_AXES, backend)]
+        for combo in itertools.product(*(range(len(v)) for _, v in axes)):
+            raw = _with_backend(base, study, backend)
+            prov = dict(provenance, **{backend: f"backends.{backend}"})
+            swept = {}
+            for (key, values), index in zip(axes, combo):
+                _set_dotted(raw, key, values[index])
+                prov[key] = f"sweep['{key}'][{index}]"
+                swept[key] = values[index]
+            experiments.append(_build(src, raw, prov, swept))
+    for i, extra in enumerate(study.experiments):
+        backend = extra.get("backend") or backends[0]
+        raw = _with_backend(base, study, backend)
+        prov = dict(provenance, **{backend: f"backends.{backend}"})
+        for key, value in _flatten(extra):
+            _set_dotted(raw, key, value)
+            prov[key] = f"experiments[{i}].{key}"
+        experiments.append(_build(src, raw, prov, dict(_flatten(extra))))
+
+    _check_unique(src, experiments)
+    return experiments
+
+
+def _backends_to_run(study: Study) -> list[str]:
+    if "backend" in study.sweep:
+        return list(dict.fromkeys(study.sweep["backend"]))
+    if study.backend:
+        _check_axis(study.source, "backend", [study.backend])
+        return [study.backend]
+    if len(study.backends) == 1:
+        return list(study.backends)
+    return ["pytorch"]
+
+
+def _check_axis(src: str, key: str, values: list[Any]) -> None:
+    if not values:
+        raise ConfigError(f"{src}: sweep.{key}: empty list; give at least one value or remove the axis")
+    if key == "backend":
+        for v in values:
+            if v not in BACKENDS:
+                raise ConfigError(f"{src}: sweep.backend: unknown backend {v!r}.{did_you_mean(str(v), list(BACKENDS))} "
+                                  f"Allowed: {', '.join(BACKENDS)}.")
+        return
+    parts = key.split(".")
+    if len(parts) == 1:
+        if key in TOP_LEVEL_AXES:
+            return
+        allowed = list(TOP_LEVEL_AXES) + [f"{s}.<field>" for s in (*SECTIONS, *BACKENDS)]
+        raise ConfigError(f"{src}: sweep.{key}: unknown axis.{did_you_mean(key, list(TOP_LEVEL_AXES))} "
+                          f"Axes are {', '.join(allowed)}.")
+    if parts[0] not in (*SECTIONS, *BACKENDS):
+        raise ConfigError(f"{src}: sweep.{key}: unknown section '{parts[0]}'."
+                          f"{did_you_mean(parts[0], [*SECTIONS, *BACKENDS])} Sections: {', '.join((*SECTIONS, *BACKENDS))}.")
+    model: Any = SECTION_MODELS.get(parts[0]) or ExperimentConfig.model_fields[parts[0]].annotation
+    for depth, part in enumerate(parts[1:], start=1):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            where = ".".join(parts[:depth])
+            raise ConfigError(f"{src}: sweep.{key}: '{where}' has no field '{part}'.{did_you_mean(part, list(fields))} "
+                              f"Fields: {', '.join(fields)}.")
+        model = fields[part].annotation
+
+
+def _with_backend(base: dict, study: Study, backend: str) -> dict:
+    raw = copy.deepcopy(base)
+    raw["backend"] = backend
+    raw[backend] = copy.deepcopy(study.backends.get(backend, {}))
+    return raw
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in d.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "passthrough" and value:
+            out.extend(_flatten(value, dotted + "."))
+        else:
+            out.append((dotted, value))
+    return out
+
+
+def _build(src: str, raw: dict, prov: dict[str, str], swept: dict[str, Any]) -> Experiment:
+    def where(loc: tuple) -> str:
+        dotted = [str(p) for p in loc]
+        for n in range(len(dotted), 0, -1):
+            prefix = ".".join(dotted[:n])
+            if prefix in prov:
+                rest = ".".join(dotted[n:])
+                return prov[prefix] + (f".{rest}" if rest and not prov[prefix].startswith(("sweep", "experiments")) else "")
+        return _join(loc)
+
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, ExperimentConfig, where, src)) from None
+    explicit = {k: v for k, v in raw.items() if k != "study"}
+    return Experiment(test_id=make_test_id(config, swept, explicit), config=config, explicit=explicit, swept=swept)
+
+
+def _join(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<top level>"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+def _token(text: Any) -> str:
+    if isinstance(text, bool):
+        text = str(text).lower()
+    return _UNSAFE.sub("_", str(text)).strip("_") or "x"
+
+
+def model_short_name(model: str) -> str:
+    name = model.split(":", 1)[1] if model.startswith("synthetic:") else model.rstrip("/").split("/")[-1]
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-") or "model"
+
+
+def make_test_id(config: ExperimentConfig, swept: dict[str, Any], explicit: dict[str, Any]) -> str:
+    """`<backend>-<model>-<dtype>-<axis>_<value>...-<hash>`: no '=', ',' or spaces, so `-k` can type it."""
+    parts = [config.backend, model_short_name(config.model), DTYPE_SHORT[config.dtype]]
+    for key, value in swept.items():
+        if key in TOP_LEVEL_AXES:
+            continue
+        leaf = key.split(".")[-1]
+        shown = value if not isinstance(value, (dict, list)) else config_hash({"v": value})
+        parts.append(f"{_token(leaf)}_{_token(shown)}")
+    parts.append(config_hash(explicit))
+    return "-".join(parts)
+
+
+def _check_unique(src: str, experiments: list[Experiment]) -> None:
+    seen: dict[str, int] = {}
+    for i, exp in enumerate(experiments):
+        if exp.test_id in seen:
+            raise ConfigError(f"{src}: experiments {seen[exp.test_id]} and {i} are identical ({exp.test_id}); "
+                              "remove the duplicate sweep value or explicit experiment")
+        seen[exp.test_id] = i

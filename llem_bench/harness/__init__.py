@@ -1,0 +1,1 @@
+"""Running one experiment: warmup, measured cycles, metrics and statistics."""

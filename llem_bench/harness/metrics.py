@@ -1,0 +1,49 @@
+"""Metric definitions: the one place that turns measured counts, times and energy into numbers.
+
+Denominators are fixed here: output tokens are the generated tokens counted per sequence
+(never padded widths); requests are completed requests; time is the CUDA-synchronised window.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+# name -> (unit, higher_is_better, description)
+METRICS: dict[str, tuple[str, bool, str]] = {
+    "output_tokens_per_s": ("tok/s", True, "generated tokens / window wall time"),
+    "total_tokens_per_s": ("tok/s", True, "(prompt + generated tokens) / window wall time"),
+    "requests_per_s": ("req/s", True, "completed requests / window wall time"),
+    "energy_per_output_token_j": ("J", False, "GPU energy in the window / generated tokens"),
+    "energy_per_request_j": ("J", False, "GPU energy in the window / completed requests"),
+    "avg_power_w": ("W", False, "GPU energy in the window / window wall time"),
+    "wall_time_s": ("s", False, "window wall time (CUDA-synchronised edges)"),
+    "peak_memory_mb": ("MiB", False, "peak memory in the window (method recorded in the result)"),
+}
+
+ENERGY_METRICS = ("energy_per_output_token_j", "energy_per_request_j", "avg_power_w")
+
+
+def cycle_metrics(
+    *,
+    wall_time_s: float,
+    input_tokens: int,
+    output_tokens: int,
+    requests: int,
+    energy_j: Optional[float],
+    peak_memory_mb: Optional[float],
+) -> dict[str, Optional[float]]:
+    if wall_time_s <= 0:
+        raise ValueError("window wall time must be positive")
+    if output_tokens <= 0 or requests <= 0:
+        raise ValueError("a measured window must complete at least one request with output")
+    per = (lambda x: energy_j / x) if energy_j is not None else (lambda x: None)
+    return {
+        "output_tokens_per_s": output_tokens / wall_time_s,
+        "total_tokens_per_s": (input_tokens + output_tokens) / wall_time_s,
+        "requests_per_s": requests / wall_time_s,
+        "energy_per_output_token_j": per(output_tokens),
+        "energy_per_request_j": per(requests),
+        "avg_power_w": per(wall_time_s),
+        "wall_time_s": wall_time_s,
+        "peak_memory_mb": peak_memory_mb,
+    }

@@ -1,0 +1,177 @@
+"""pytest plugin: study YAML -> one parametrised test per experiment -> result JSON + report.
+
+Options: --study/--llem-study, --llem-out, --llem-run-id. Fixtures: llem_experiment (the grid
+point), llem_run (measures it and writes its result), llem_session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from llem_bench.backends import load_key
+from llem_bench.config.backends import BACKENDS
+from llem_bench.config.errors import ConfigError
+from llem_bench.config.preflight import preflight
+from llem_bench.config.study import Experiment, Study, load_study
+from llem_bench.energy.meter import make_energy_meter
+from llem_bench.harness.pool import BackendPool
+from llem_bench.harness.runner import failed_result, log, run_experiment
+from llem_bench.results.environment import git_info
+from llem_bench.results.report import header, summary_rows, write_reports
+from llem_bench.results.schema import ExperimentResult
+from llem_bench.results.store import RunDir, new_run_id, utc_now
+
+SESSION_KEY = pytest.StashKey["LlemSession"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llem", "llem-bench: LLM inference energy benchmarks")
+    group.addoption("--study", "--llem-study", dest="llem_study", metavar="YAML",
+                    help="study file: every grid point becomes one test (see studies/quickstart.yaml)")
+    group.addoption("--llem-out", dest="llem_out", default="reports", metavar="DIR",
+                    help="output root; results go to DIR/<study>/<run-id>/ (default: reports)")
+    group.addoption("--llem-run-id", dest="llem_run_id", metavar="ID",
+                    help="name of the run folder (default: UTC timestamp and commit)")
+
+
+class LlemSession:
+    def __init__(self, config: pytest.Config, study: Optional[Study], experiments: list[Experiment]):
+        self.config = config
+        self.study = study
+        self.experiments = experiments
+        self.pool = BackendPool()
+        self.run_dir: Optional[RunDir] = None
+        if study is not None:
+            workerinput = getattr(config, "workerinput", {})
+            run_id = workerinput.get("llem_run_id") or config.option.llem_run_id or \
+                new_run_id(git_info(config.rootpath).get("git_commit"))
+            self.run_dir = RunDir.create(Path(config.option.llem_out), study.study, run_id)
+
+    @property
+    def is_controller(self) -> bool:
+        return not hasattr(self.config, "workerinput")
+
+    def run(self, experiment: Experiment) -> ExperimentResult:
+        assert self.run_dir is not None
+        started = utc_now()
+        run_id = self.run_dir.path.name
+        log(f"{experiment.test_id}: starting")
+        try:
+            backend, reused, load_s = self.pool.acquire(experiment.config)
+            result = run_experiment(
+                experiment, backend,
+                lambda ordinals: make_energy_meter(experiment.config.measurement.energy, ordinals),
+                run_id=run_id, started_at=started, model_reused=reused, load_s=load_s,
+            )
+        except Exception as exc:
+            self.pool.close()  # a failure may leave the backend in a bad state: reload next time
+            self.run_dir.write_result(failed_result(experiment, run_id, started, f"{type(exc).__name__}: {exc}"))
+            raise
+        path = self.run_dir.write_result(result)
+        log(f"{experiment.test_id}: result written to {path}")
+        return result
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for backend in BACKENDS:
+        config.addinivalue_line("markers", f"{backend}: llem-bench experiment on the {backend} backend")
+    config.addinivalue_line("markers", "llem(backend, model, dtype): llem-bench experiment (select with -m)")
+    config.addinivalue_line("markers", "llem_backend(name): the backend whose study experiments this test runs")
+    study, experiments = None, []
+    path = config.getoption("llem_study", None)
+    if path:
+        try:
+            study, experiments = load_study(path)
+            preflight(experiments, str(path))
+        except ConfigError as exc:
+            raise pytest.UsageError(f"invalid study:\n{exc}") from None
+    config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: every worker writes into the controller's run folder."""
+    session = node.config.stash[SESSION_KEY]
+    if session.run_dir is not None:
+        node.workerinput["llem_run_id"] = session.run_dir.path.name
+
+
+def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
+    session = config.stash[SESSION_KEY]
+    if session.study is None:
+        return None
+    return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments) "
+            f"-> {session.run_dir.path}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "llem_experiment" not in metafunc.fixturenames:
+        return
+    session = metafunc.config.stash[SESSION_KEY]
+    marker = metafunc.definition.get_closest_marker("llem_backend")
+    backend = marker.args[0] if marker else None
+    if session.study is None:
+        params = [pytest.param(None, id="no-study", marks=pytest.mark.skip(
+            reason="no study given: run with --study <file>, e.g. --study studies/quickstart.yaml"))]
+    else:
+        chosen = [e for e in session.experiments if backend is None or e.backend == backend]
+        params = [pytest.param(e, id=e.test_id, marks=[
+            getattr(pytest.mark, e.backend),
+            pytest.mark.llem(backend=e.backend, model=e.config.model, dtype=e.config.dtype)]) for e in chosen]
+        if not params:
+            params = [pytest.param(None, id=f"no-{backend}-experiments", marks=pytest.mark.skip(
+                reason=f"study '{session.study.study}' has no {backend} experiments"))]
+    metafunc.parametrize("llem_experiment", params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group experiments that share load settings so the model loads once per group."""
+    def experiment_of(item: pytest.Item) -> Optional[Experiment]:
+        callspec = getattr(item, "callspec", None)
+        value = callspec.params.get("llem_experiment") if callspec else None
+        return value if isinstance(value, Experiment) else None
+
+    slots = [i for i, item in enumerate(items) if experiment_of(item) is not None]
+    ordered = sorted((items[i] for i in slots), key=lambda it: load_key(experiment_of(it).config))
+    for slot, item in zip(slots, ordered):
+        items[slot] = item
+
+
+@pytest.fixture(scope="session")
+def llem_session(pytestconfig: pytest.Config) -> LlemSession:
+    session = pytestconfig.stash[SESSION_KEY]
+    yield session
+    session.pool.close()
+
+
+@pytest.fixture
+def llem_run(llem_session: LlemSession):
+    """Measure an experiment; its ExperimentResult JSON is written before this returns."""
+    return llem_session.run
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    llem = session.config.stash.get(SESSION_KEY, None)
+    if llem is None or llem.run_dir is None or not llem.is_controller or not llem.run_dir.results_dir.is_dir():
+        return
+    write_reports(llem.run_dir)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    llem = config.stash.get(SESSION_KEY, None)
+    if llem is None or llem.run_dir is None or not llem.run_dir.results_dir.is_dir():
+        return
+    results = llem.run_dir.read_results()
+    if not results:
+        return
+    terminalreporter.section("llem-bench results")
+    rows = [header()[:2] + ["out tok/s", "J/out tok", "avg W", "wall s"]]
+    for row in summary_rows(results):
+        rows.append([row[0], row[1], row[2], row[3], row[5], row[7]])
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        terminalreporter.write_line("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    terminalreporter.write_line(f"report: {llem.run_dir.path / 'report.md'}")

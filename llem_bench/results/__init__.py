@@ -1,0 +1,1 @@
+"""Result schema, atomic storage, environment capture and reports."""

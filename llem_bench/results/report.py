@@ -1,0 +1,115 @@
+"""study.json and report.md for a run folder, rebuilt from the result files alone (so
+`llem-bench report <run-dir>` gives the same report as the pytest session did)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from llem_bench.harness.metrics import METRICS
+from llem_bench.results.schema import ExperimentResult
+from llem_bench.results.store import RunDir, utc_now, write_json_atomic, write_text_atomic
+
+TABLE_METRICS = ("output_tokens_per_s", "energy_per_output_token_j", "energy_per_request_j", "avg_power_w",
+                 "requests_per_s", "wall_time_s", "peak_memory_mb")
+
+
+def fmt(value: Optional[float]) -> str:
+    if value is None:
+        return "n/a"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+def fmt_summary(result: ExperimentResult, metric: str) -> str:
+    summary = result.metrics.get(metric)
+    if summary is None:
+        return "n/a"
+    if summary.ci95_high is None:
+        return fmt(summary.mean)
+    return f"{fmt(summary.mean)} ± {fmt(summary.ci95_high - summary.mean)}"
+
+
+def summary_rows(results: list[ExperimentResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        if r.status != "ok":
+            rows.append([r.test_id, "FAILED", *["" for _ in TABLE_METRICS]])
+            continue
+        rows.append([r.test_id, "ok" if not r.warnings else f"ok ({len(r.warnings)} warning(s))",
+                     *[fmt_summary(r, m) for m in TABLE_METRICS]])
+    return rows
+
+
+def header() -> list[str]:
+    return ["experiment", "status", *[f"{m} ({METRICS[m][0]})" for m in TABLE_METRICS]]
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def study_summary(run: RunDir, results: list[ExperimentResult], problems: list[str]) -> dict:
+    first = results[0] if results else None
+    return {
+        "study": first.study if first else run.path.parent.name,
+        "run_id": first.run_id if first else run.path.name,
+        "written_at": utc_now(),
+        "environment": first.environment if first else {},
+        "experiments": [{
+            "test_id": r.test_id, "status": r.status, "error": r.error, "backend": r.backend,
+            "config_hash": r.config_hash, "result": f"results/{r.test_id}.json",
+            "means": {m: r.mean(m) for m in METRICS}, "warnings": r.warnings,
+        } for r in results],
+        "unreadable_results": problems,
+    }
+
+
+def render_markdown(summary: dict, results: list[ExperimentResult]) -> str:
+    env = summary["environment"]
+    nvml = env.get("nvml", {})
+    gpus = ", ".join(sorted({g["name"] for g in nvml.get("gpus", [])})) if nvml.get("available") else "none"
+    lines = [
+        f"# {summary['study']}: run {summary['run_id']}",
+        "",
+        f"- commit: `{env.get('git_commit') or 'unknown'}`{' (dirty)' if env.get('git_dirty') else ''}",
+        f"- host: {env.get('host')} — CPU: {env.get('cpu')} — GPUs: {gpus}"
+        + (f" — driver {nvml.get('driver')}, CUDA {nvml.get('cuda_driver')}" if nvml.get("available") else ""),
+        f"- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
+        f"- experiments: {len(results)} ({sum(r.status == 'ok' for r in results)} ok)",
+        "",
+        "Values are mean ± 95% CI half-width over the measured cycles; n/a means not measured (see below).",
+        "",
+        markdown_table(header(), summary_rows(results)),
+        "",
+    ]
+    notes = []
+    for r in results:
+        if r.status != "ok":
+            notes.append(f"- **{r.test_id}** failed: {r.error}")
+            continue
+        for metric, reason in r.unavailable.items():
+            notes.append(f"- {r.test_id}: `{metric}` unavailable: {reason}")
+        notes.extend(f"- {r.test_id}: warning: {w}" for w in r.warnings)
+        if r.synthetic:
+            notes.append(f"- {r.test_id}: synthetic model (random weights of a real shape): {r.model}")
+    notes.extend(f"- {p}" for p in summary["unreadable_results"])
+    if notes:
+        lines += ["## Notes", "", *dict.fromkeys(notes), ""]
+    return "\n".join(lines)
+
+
+def write_reports(run: RunDir) -> Optional[dict]:
+    """Write study.json and report.md from the results on disk; None if there are none."""
+    results, problems = run.read_results_with_problems()
+    if not results and not problems:
+        return None
+    summary = study_summary(run, results, problems)
+    write_json_atomic(run.path / "study.json", summary)
+    write_text_atomic(run.path / "report.md", render_markdown(summary, results))
+    return summary

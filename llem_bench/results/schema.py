@@ -1,0 +1,55 @@
+"""ExperimentResult: everything needed to trust, reproduce and compare one experiment."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class MetricSummary(BaseModel):
+    mean: float
+    std: float
+    n: int
+    cv: Optional[float]
+    ci95_low: Optional[float]
+    ci95_high: Optional[float]
+    values: list[float]
+
+
+class ExperimentResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    test_id: str
+    config_hash: str
+    study: str
+    run_id: str
+    status: Literal["ok", "failed"]
+    error: Optional[str] = None
+    backend: str
+    model: str
+    synthetic: bool
+    synthetic_info: Optional[dict[str, Any]] = None
+    config: dict[str, Any] = Field(description="fully resolved experiment config")
+    explicit: dict[str, Any] = Field(default_factory=dict, description="the settings the study wrote")
+    effective: dict[str, Any] = Field(default_factory=dict, description="settings read back from the backend")
+    workload: dict[str, Any] = Field(default_factory=dict)
+    energy: dict[str, Any] = Field(default_factory=dict, description="source, availability and reason, GPUs")
+    metrics: dict[str, Optional[MetricSummary]] = Field(default_factory=dict)
+    unavailable: dict[str, str] = Field(default_factory=dict, description="metric -> why it is null")
+    cycles: list[dict[str, Any]] = Field(default_factory=list)
+    warmup: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, Any] = Field(default_factory=dict)
+    token_check: dict[str, Any] = Field(default_factory=dict)
+    peak_memory_method: Optional[str] = None
+    warnings: list[str] = Field(default_factory=list)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    started_at: str
+    finished_at: Optional[str] = None
+
+    def mean(self, metric: str) -> Optional[float]:
+        summary = self.metrics.get(metric)
+        return summary.mean if summary else None

@@ -1,0 +1,1 @@
+"""What the model is asked to do: prompt sets, tokenisation, and offline synthetic checkpoints."""

@@ -93,8 +93,11 @@ def render_markdown(summary: dict, results: list[ExperimentResult]) -> str:
         if r.status != "ok":
             notes.append(f"- **{r.test_id}** failed: {r.error}")
             continue
+        by_reason: dict[str, list[str]] = {}
         for metric, reason in r.unavailable.items():
-            notes.append(f"- {r.test_id}: `{metric}` unavailable: {reason}")
+            by_reason.setdefault(reason, []).append(f"`{metric}`")
+        for reason, metrics in by_reason.items():
+            notes.append(f"- {r.test_id}: {', '.join(metrics)} unavailable: {reason}")
         notes.extend(f"- {r.test_id}: warning: {w}" for w in r.warnings)
         if r.synthetic:
             notes.append(f"- {r.test_id}: synthetic model (random weights of a real shape): {r.model}")

@@ -140,7 +140,7 @@ def build_checkpoint(shape: str, out: Path, device: str | None = None) -> None:
 def _check_not_degenerate(model: Any) -> None:
     # GPU power depends on the data: an all-zero matrix would draw less than real weights.
     for name, param in model.named_parameters():
-        if param.ndim >= 2 and float(param.float().std()) < 1e-4:
+        if param.ndim >= 2 and float(param.detach().float().std()) < 1e-4:
             raise RuntimeError(f"synthetic init left {name} (near) constant; refusing to save it")
 
 

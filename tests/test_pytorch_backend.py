@@ -1,0 +1,68 @@
+"""The PyTorch backend on the real tiny synthetic model (real transformers, no mocks)."""
+
+import pytest
+
+from llem_bench.backends.pytorch import PyTorchBackend, _generated_length
+from llem_bench.config.study import parse_study
+from llem_bench.workload.prompts import prepare_workload
+
+
+def experiment(**overrides):
+    raw = {"study": "t", "model": "synthetic:tiny", "dtype": "float32", "backend": "pytorch",
+           "workload": {"num_prompts": 6, "max_input_tokens": 24, "output_tokens": 7}}
+    raw.update(overrides)
+    return parse_study(raw)[1][0].config
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_checkpoint):
+    b = PyTorchBackend()
+    b.load(experiment())
+    yield b
+    b.close()
+
+
+def test_every_request_generates_exactly_the_planned_tokens(backend):
+    config = experiment(backends={"pytorch": {"batch_size": 4}})
+    backend.configure(config)
+    workload = prepare_workload(config.workload, backend.tokenizer)
+    out = backend.run_pass(workload)
+    assert out.output_tokens == [7] * 6  # 6 requests in batches of 4 and 2, EOS ignored
+
+
+def test_left_padding_does_not_change_greedy_output(backend):
+    """A prompt generates the same tokens alone and inside a padded batch of longer prompts."""
+    import torch
+
+    config = experiment()
+    backend.configure(config)
+    workload = prepare_workload(config.workload, backend.tokenizer)
+    prompts = sorted(workload.prompt_token_ids, key=len)[:3]
+    assert len(prompts[0]) < len(prompts[-1])
+    alone = []
+    for p in prompts:
+        ids = torch.tensor([p])
+        alone.append(backend.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                            generation_config=backend.generation_config)[0, len(p):].tolist())
+    from llem_bench.backends.pytorch import _left_pad
+
+    ids, mask = _left_pad(prompts, backend.tokenizer.pad_token_id, "cpu")
+    batched = backend.model.generate(input_ids=ids, attention_mask=mask, generation_config=backend.generation_config)
+    assert batched[:, ids.shape[1]:].tolist() == alone
+
+
+def test_every_generation_field_is_set_explicitly(backend):
+    config = experiment(decoding={"preset": "sampling", "temperature": 0.7, "top_p": 0.9, "top_k": 20})
+    backend.configure(config)
+    gen = backend.model.generation_config
+    assert gen is backend.generation_config
+    assert (gen.do_sample, gen.temperature, gen.top_p, gen.top_k) == (True, 0.7, 0.9, 20)
+    assert gen.max_new_tokens == gen.min_new_tokens == 7
+    effective = backend.effective_config()
+    assert effective["dtype"] == "float32" and effective["device"] == "cpu"
+
+
+def test_eos_counting_stops_at_the_first_eos_unless_ignored():
+    assert _generated_length([5, 6, 1, 2, 2], eos=1, ignore_eos=False) == 3
+    assert _generated_length([5, 6, 1, 2, 2], eos=1, ignore_eos=True) == 5
+    assert _generated_length([5, 6, 7], eos=1, ignore_eos=False) == 3

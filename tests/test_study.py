@@ -73,6 +73,12 @@ def test_explicit_experiments_are_added_after_the_grid():
     assert experiments[-1].config.dtype == "bfloat16"
 
 
+def test_without_a_sweep_only_the_explicit_experiments_run():
+    raw = {"study": "s", "experiments": [{"pytorch": {"batch_size": 1}}, {"pytorch": {"batch_size": 8}}]}
+    assert [e.config.pytorch.batch_size for e in parse_study(raw)[1]] == [1, 8]
+    assert len(parse_study({"study": "s"})[1]) == 1  # no sweep, no experiments: the defaults, once
+
+
 def test_dtype_short_names_are_accepted():
     _, [experiment] = parse_study({"study": "s", "dtype": "bf16"})
     assert experiment.config.dtype == "bfloat16"

@@ -131,7 +131,9 @@ def expand(study: Study) -> list[Experiment]:
             provenance[section] = section
 
     experiments: list[Experiment] = []
-    for backend in backends:
+    # Without a sweep, explicit experiments replace the single default point instead of adding to it.
+    grid_backends = backends if study.sweep or not study.experiments else []
+    for backend in grid_backends:
         axes = [(k, v) for k, v in study.sweep.items() if k != "backend" and k.split(".")[0] in (*SECTIONS, *TOP_LEVEL_AXES, backend)]
         for combo in itertools.product(*(range(len(v)) for _, v in axes)):
             raw = _with_backend(base, study, backend)

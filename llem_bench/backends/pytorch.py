@@ -57,7 +57,7 @@ class PyTorchBackend:
         sampling = decoding.preset == "sampling"
         fixed = workload.output_tokens if workload.ignore_eos else 0
         fields = dict(
-            max_new_tokens=workload.output_tokens, min_new_tokens=fixed, max_length=None, min_length=0,
+            max_new_tokens=workload.output_tokens, min_new_tokens=fixed, max_length=None, min_length=None,
             do_sample=sampling, num_beams=section.num_beams, num_return_sequences=1,
             temperature=decoding.temperature if sampling else 1.0,
             top_p=decoding.top_p if sampling else 1.0,

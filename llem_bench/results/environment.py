@@ -25,7 +25,10 @@ def git_info(cwd: Optional[Path] = None) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return {"git_commit": None, "git_dirty": None, "git_branch": None}
+        # A copy of the tree without .git (e.g. shipped to a GPU box) can be told its commit.
+        dirty = os.environ.get("LLEM_GIT_DIRTY")
+        return {"git_commit": os.environ.get("LLEM_GIT_COMMIT"), "git_branch": None,
+                "git_dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes")}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": bool(status), "git_branch": git("rev-parse", "--abbrev-ref", "HEAD")}
 

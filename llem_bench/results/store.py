@@ -80,6 +80,7 @@ class RunDir:
                 results.append(ExperimentResult.model_validate_json(path.read_text()))
             except (ValidationError, ValueError) as exc:
                 problems.append(f"{path}: unreadable result ({str(exc).splitlines()[0]}); rerun that experiment")
+        results.sort(key=lambda r: r.started_at)  # the order they ran in, not file-name order
         return results, problems
 
 

@@ -19,6 +19,7 @@ from llem_bench.config.study import Experiment, Study, load_study
 from llem_bench.energy.meter import make_energy_meter
 from llem_bench.harness.pool import BackendPool
 from llem_bench.harness.runner import failed_result, log, run_experiment
+from llem_bench.isolation.runner import RunnerSpec, check_interpreter, choose_runner, run_in_worker
 from llem_bench.results.environment import git_info
 from llem_bench.results.report import header, summary_rows, write_reports
 from llem_bench.results.schema import ExperimentResult
@@ -35,6 +36,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="output root; results go to DIR/<study>/<run-id>/ (default: reports)")
     group.addoption("--llem-run-id", dest="llem_run_id", metavar="ID",
                     help="name of the run folder (default: UTC timestamp and commit)")
+    group.addoption("--llem-runner", dest="llem_runner", metavar="RUNNER",
+                    help="where experiments run: inprocess, subprocess or venv:<python> (overrides "
+                         "LLEM_RUNNER_<BACKEND> and the study's runners:)")
+    group.addoption("--llem-timeout", dest="llem_timeout", type=float, default=3600.0, metavar="SECONDS",
+                    help="per-experiment limit for subprocess/venv runners; the worker's process group is "
+                         "killed (default: 3600)")
 
 
 class LlemSession:
@@ -44,7 +51,12 @@ class LlemSession:
         self.experiments = experiments
         self.pool = BackendPool()
         self.run_dir: Optional[RunDir] = None
+        self.runners: dict[str, RunnerSpec] = {}
         if study is not None:
+            for backend in dict.fromkeys(e.backend for e in experiments):
+                spec = choose_runner(backend, config.option.llem_runner, study.runners)
+                check_interpreter(spec, f"runner for {backend}")
+                self.runners[backend] = spec
             workerinput = getattr(config, "workerinput", {})
             run_id = workerinput.get("llem_run_id") or config.option.llem_run_id or \
                 new_run_id(git_info(config.rootpath).get("git_commit"))
@@ -58,20 +70,28 @@ class LlemSession:
         assert self.run_dir is not None
         started = utc_now()
         run_id = self.run_dir.path.name
-        log(f"{experiment.test_id}: starting")
+        runner = self.runners[experiment.backend]
+        log(f"{experiment.test_id}: starting ({runner})")
         try:
-            backend, reused, load_s = self.pool.acquire(experiment.config)
-            result = run_experiment(
-                experiment, backend,
-                lambda ordinals: make_energy_meter(experiment.config.measurement.energy, ordinals),
-                run_id=run_id, started_at=started, model_reused=reused, load_s=load_s,
-            )
+            if runner.kind == "inprocess":
+                backend, reused, load_s = self.pool.acquire(experiment.config)
+                result = run_experiment(
+                    experiment, backend,
+                    lambda ordinals: make_energy_meter(experiment.config.measurement.energy, ordinals),
+                    run_id=run_id, started_at=started, model_reused=reused, load_s=load_s,
+                )
+            else:
+                result = run_in_worker(runner, experiment, run_id=run_id, started_at=started,
+                                       log_path=self.run_dir.path / "logs" / f"{experiment.test_id}.log",
+                                       timeout_s=self.config.option.llem_timeout)
         except Exception as exc:
             self.pool.close()  # a failure may leave the backend in a bad state: reload next time
             self.run_dir.write_result(failed_result(experiment, run_id, started, f"{type(exc).__name__}: {exc}"))
             raise
         path = self.run_dir.write_result(result)
         log(f"{experiment.test_id}: result written to {path}")
+        if result.status != "ok":
+            raise RuntimeError(f"experiment failed in its worker: {result.error}")
         return result
 
 
@@ -88,7 +108,10 @@ def pytest_configure(config: pytest.Config) -> None:
             preflight(experiments, str(path))
         except ConfigError as exc:
             raise pytest.UsageError(f"invalid study:\n{exc}") from None
-    config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
+    try:
+        config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"invalid runner:\n{exc}") from None
 
 
 @pytest.hookimpl(optionalhook=True)

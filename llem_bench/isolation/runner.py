@@ -1,0 +1,121 @@
+"""Run an experiment in a separate process and bring its result back.
+
+`subprocess` uses this interpreter; `venv:<python>` another one (e.g. a vLLM venv whose torch
+and transformers pins clash with ours). The worker gets its own session so a timeout can kill
+the whole process group: backends such as vLLM start children that must not keep the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from pydantic import ValidationError
+
+import llem_bench
+from llem_bench.config.errors import ConfigError
+from llem_bench.config.study import Experiment
+from llem_bench.isolation.protocol import experiment_to_json
+from llem_bench.results.schema import ExperimentResult
+
+PACKAGE_ROOT = Path(llem_bench.__file__).resolve().parent.parent
+LOG_TAIL_LINES = 30
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    kind: str  # inprocess | subprocess | venv
+    python: Optional[str] = None
+
+    def __str__(self) -> str:
+        return f"venv:{self.python}" if self.kind == "venv" else self.kind
+
+
+def parse_runner(text: str, where: str) -> RunnerSpec:
+    if text in ("inprocess", "subprocess"):
+        return RunnerSpec(text, None if text == "inprocess" else sys.executable)
+    if text.startswith("venv:"):
+        python = text[len("venv:"):]
+        if not python:
+            raise ConfigError(f"{where}: 'venv:' needs an interpreter path, e.g. venv:.venv-vllm/bin/python")
+        return RunnerSpec("venv", python)
+    raise ConfigError(f"{where}: unknown runner {text!r}; use inprocess, subprocess or venv:<path to python>")
+
+
+def choose_runner(backend: str, option: Optional[str], study_runners: dict[str, str]) -> RunnerSpec:
+    """Precedence: --llem-runner, then LLEM_RUNNER_<BACKEND>, then the study's runners:, then inprocess."""
+    env_name = f"LLEM_RUNNER_{backend.upper()}"
+    if option:
+        return parse_runner(option, "--llem-runner")
+    if os.environ.get(env_name):
+        return parse_runner(os.environ[env_name], env_name)
+    if backend in study_runners:
+        return parse_runner(study_runners[backend], f"runners.{backend}")
+    return RunnerSpec("inprocess")
+
+
+def check_interpreter(spec: RunnerSpec, where: str) -> None:
+    if spec.kind == "venv" and not (Path(spec.python).is_file() and os.access(spec.python, os.X_OK)):
+        raise ConfigError(f"{where}: interpreter {spec.python!r} does not exist or is not executable "
+                          "(create the venv first, see README)")
+
+
+class WorkerFailed(RuntimeError):
+    """The worker died or hung without writing a result."""
+
+
+def run_in_worker(spec: RunnerSpec, experiment: Experiment, *, run_id: str, started_at: str,
+                  log_path: Path, timeout_s: Optional[float]) -> ExperimentResult:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llem-worker-") as tmp:
+        request, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        request.write_text(json.dumps({"experiment": experiment_to_json(experiment), "run_id": run_id,
+                                       "started_at": started_at}))
+        env = dict(os.environ)
+        # The other interpreter imports this very llem_bench, installed there or not.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([spec.python, "-m", "llem_bench.isolation.worker", str(request), str(result_path)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise WorkerFailed(f"timed out after {timeout_s:.0f} s; process group killed\n{_tail(log_path)}")
+            except BaseException:  # Ctrl-C: take the worker and its children down with us
+                _kill_group(proc)
+                raise
+            finally:
+                _kill_group(proc)  # orphans (e.g. engine cores) must not keep the GPU
+        if not result_path.is_file():
+            raise WorkerFailed(f"worker exited with {_describe(code)} without a result\n{_tail(log_path)}")
+        try:
+            return ExperimentResult.model_validate_json(result_path.read_text())
+        except ValidationError as exc:
+            raise WorkerFailed(f"worker wrote an unreadable result: {exc}\n{_tail(log_path)}") from None
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}" + (" (killed: out of memory?)" if code == -9 else "")
+    return f"exit code {code}"
+
+
+def _tail(log_path: Path) -> str:
+    lines = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    return f"last {len(lines)} lines of {log_path}:\n" + "\n".join(lines)

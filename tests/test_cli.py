@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+from llem_bench.cli import main
+
+REPO_STUDY = "studies/quickstart.yaml"
+
+
+def test_validate_prints_experiments_and_test_ids(capsys):
+    from pathlib import Path
+
+    study = Path(__file__).resolve().parents[1] / REPO_STUDY
+    assert main(["validate", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "study 'quickstart': 4 experiment(s)" in out
+    assert "pytorch-tiny-fp32-batch_size_8-" in out and "pytest benchmarks --study" in out
+
+
+def test_validate_bad_study_exits_2_with_the_yaml_path(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: x\nworkload: {output_tokens: 0}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "workload.output_tokens: Input should be greater than or equal to 1 (got 0)" in err
+
+
+def test_report_on_a_folder_without_results_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results/ folder" in capsys.readouterr().err
+
+
+def test_console_script_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "llem_bench.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "validate" in out.stdout and "report" in out.stdout

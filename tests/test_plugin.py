@@ -1,0 +1,129 @@
+"""The pytest plugin, driven through pytester in a subprocess (the installed `llem` entry point)."""
+
+import json
+import textwrap
+
+import pytest
+
+BENCH = textwrap.dedent("""
+    import pytest
+    from llem_bench.testing import assert_sound
+
+    pytestmark = pytest.mark.llem_backend("pytorch")
+
+    def test_pytorch(llem_experiment, llem_run):
+        assert_sound(llem_run(llem_experiment))
+""")
+
+STUDY = textwrap.dedent("""
+    study: plug
+    model: synthetic:tiny
+    dtype: float32
+    workload: {num_prompts: 2, max_input_tokens: 16, output_tokens: 4}
+    measurement: {cycles: 2, warmup: {max_runs: 1}, min_window_s: 0}
+    sweep:
+      pytorch.batch_size: [1, 2]
+""")
+
+
+@pytest.fixture
+def project(pytester, tiny_checkpoint):
+    pytester.makepyfile(test_bench=BENCH)
+    pytester.makefile(".yaml", study=STUDY)
+    return pytester
+
+
+def test_collection_gives_one_test_per_experiment_with_k_friendly_ids(project):
+    result = project.runpytest_subprocess("--study", "study.yaml", "--collect-only", "-q")
+    ids = [line for line in result.outlines if "test_pytorch[" in line]
+    assert len(ids) == 2
+    assert any("pytorch-tiny-fp32-batch_size_1-" in i for i in ids)
+    selected = project.runpytest_subprocess("--study", "study.yaml", "--collect-only", "-q", "-k", "batch_size_2")
+    assert [line for line in selected.outlines if "test_pytorch[" in line] == [i for i in ids if "batch_size_2" in i]
+    marked = project.runpytest_subprocess("--study", "study.yaml", "--collect-only", "-q", "-m", "pytorch")
+    assert len([line for line in marked.outlines if "test_pytorch[" in line]) == 2
+
+
+def test_a_run_writes_one_result_per_experiment_a_study_json_and_a_report(project):
+    result = project.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--llem-run-id", "r1")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*llem-bench results*", "*pytorch-tiny-fp32-batch_size_2-*ok*"])
+    run = project.path / "out" / "plug" / "r1"
+    files = sorted((run / "results").glob("*.json"))
+    assert len(files) == 2
+    first, second = (json.loads(f.read_text()) for f in sorted(files, key=lambda f: json.loads(f.read_text())["started_at"]))
+    assert first["status"] == "ok" and first["backend"] == "pytorch" and first["synthetic"] is True
+    assert first["metrics"]["energy_per_output_token_j"] is None
+    assert "CPU" in first["unavailable"]["energy_per_output_token_j"]
+    assert first["environment"]["git_commit"] is None or len(first["environment"]["git_commit"]) == 40
+    assert first["environment"]["packages"]["transformers"]
+    assert first["token_check"]["ok"] and first["cycles"][0]["output_tokens"] == 2 * 4
+    assert {first["effective"]["batch_size"], second["effective"]["batch_size"]} == {1, 2}
+    # the second experiment shares load settings with the first: the model is not loaded again
+    assert first["timings"]["model_reused"] is False and second["timings"]["model_reused"] is True
+    study = json.loads((run / "study.json").read_text())
+    assert [e["status"] for e in study["experiments"]] == ["ok", "ok"]
+    report = (run / "report.md").read_text()
+    assert "pytorch-tiny-fp32-batch_size_1-" in report and "unavailable" in report
+
+
+def test_invalid_study_is_a_usage_error_before_anything_loads(project):
+    project.makefile(".yaml", bad="study: bad\nbackends: {pytorch: {batch_sze: 2}}\n")
+    result = project.runpytest_subprocess("--study", "bad.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*backends.pytorch.batch_sze: unknown key 'batch_sze'. Did you mean 'batch_size'?*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_missing_prompt_file_fails_at_collection(project):
+    project.makefile(".yaml", bad="study: bad\nworkload: {prompts: nowhere.jsonl}\n")
+    result = project.runpytest_subprocess("--study", "bad.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*workload.prompts: 'nowhere.jsonl' is neither*"])
+
+
+def test_without_a_study_the_benchmark_is_skipped_with_the_reason(project):
+    result = project.runpytest_subprocess("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no study given: run with --study*"])
+
+
+def test_a_failing_experiment_fails_alone_and_leaves_a_failed_result(project):
+    project.makefile(".yaml", mixed=STUDY.replace("study: plug", "study: mixed") +
+                     "experiments:\n  - {pytorch: {batch_size: 1, device: cuda}}\n")
+    result = project.runpytest_subprocess("--study", "mixed.yaml", "--llem-out", "out", "--llem-run-id", "r")
+    result.assert_outcomes(passed=2, failed=1)
+    failed = [json.loads(p.read_text()) for p in (project.path / "out" / "mixed" / "r" / "results").glob("*.json")]
+    failed = [r for r in failed if r["status"] == "failed"]
+    assert len(failed) == 1 and "no CUDA GPU" in failed[0]["error"]
+    assert "FAILED" in (project.path / "out" / "mixed" / "r" / "report.md").read_text()
+
+
+def test_subprocess_runner_gives_the_same_kind_of_result_and_keeps_a_log(project):
+    result = project.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--llem-run-id", "r",
+                                          "--llem-runner", "subprocess", "-k", "batch_size_2")
+    result.assert_outcomes(passed=1)
+    run = project.path / "out" / "plug" / "r"
+    [path] = (run / "results").glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["status"] == "ok" and data["token_check"]["ok"] and data["effective"]["batch_size"] == 2
+    assert (run / "logs" / f"{data['test_id']}.log").is_file()
+
+
+def test_missing_venv_interpreter_is_a_usage_error(project):
+    result = project.runpytest_subprocess("--study", "study.yaml", "--llem-runner", "venv:/nowhere/bin/python")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*interpreter '/nowhere/bin/python' does not exist*"])
+
+
+def test_overrunning_worker_is_killed_at_its_timeout(project):
+    """An experiment whose window would last an hour is stopped at its 15 s limit."""
+    project.makefile(".yaml", slow=STUDY.replace("study: plug", "study: slow").replace(
+        "min_window_s: 0", "min_window_s: 3600"))
+    result = project.runpytest_subprocess("--study", "slow.yaml", "--llem-out", "out", "--llem-run-id", "r",
+                                          "--llem-runner", "subprocess", "--llem-timeout", "15",
+                                          "-k", "batch_size_1", timeout=300)
+    result.assert_outcomes(failed=1)
+    [path] = (project.path / "out" / "slow" / "r" / "results").glob("*.json")
+    error = json.loads(path.read_text())["error"]
+    assert "timed out after 15 s; process group killed" in error and "last" in error  # with the log tail

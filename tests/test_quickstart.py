@@ -1,0 +1,29 @@
+"""The README's main job, end to end on the CPU with the real tiny model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_study_runs_and_reports(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--study", "studies/quickstart.yaml",
+         "--llem-out", str(tmp_path), "--llem-run-id", "qs", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 passed" in proc.stdout and "llem-bench results" in proc.stdout
+    run = tmp_path / "quickstart" / "qs"
+    results = [json.loads(p.read_text()) for p in (run / "results").glob("*.json")]
+    assert len(results) == 4
+    for r in results:
+        assert r["status"] == "ok" and r["token_check"]["ok"]
+        assert r["metrics"]["output_tokens_per_s"]["mean"] > 0
+        assert r["metrics"]["energy_per_output_token_j"] is None  # CPU: null with a reason, never 0
+        assert r["unavailable"]["energy_per_output_token_j"]
+    assert {(r["config"]["dtype"], r["effective"]["batch_size"]) for r in results} == {
+        ("float32", 1), ("float32", 8), ("bfloat16", 1), ("bfloat16", 8)}
+    assert (run / "report.md").read_text().count("| pytorch-tiny-") == 4

@@ -1,8 +1,8 @@
 """`llem-bench`: post-hoc commands that need no GPU. Measuring is pytest's job:
 `pytest benchmarks --study <study.yaml>`.
 
-Exit codes: 0 ok, 1 the command ran but found a problem (e.g. failed experiments),
-2 bad usage or invalid input.
+Exit codes: 0 ok, 1 the command ran but found a problem (failed experiments, a significant
+regression in `compare`), 2 bad usage or invalid input.
 """
 
 from __future__ import annotations
@@ -52,6 +52,60 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 1 if failed or summary["unreadable_results"] else 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from llem_bench.config.study import GateSpec
+    from llem_bench.results.compare import compare_runs, gates_from, load_side, render_comparison_markdown
+    from llem_bench.results.store import write_text_atomic
+
+    try:
+        base, cand = load_side(args.baseline), load_side(args.candidate)
+        specs = {}
+        for text in args.gate or []:
+            metric, _, limit = text.partition(":")
+            direction = "max_decrease" if limit.startswith("-") else "max_increase"
+            specs[metric] = GateSpec(**{direction: limit.lstrip("+-")})
+        comparison = compare_runs(base, cand, gates_from(specs or None, args.default_threshold))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    text = render_comparison_markdown(comparison)
+    print(text)
+    if args.out:
+        write_text_atomic(Path(args.out), text)
+    return 1 if comparison.failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from llem_bench.results import export
+    from llem_bench.results.compare import load_side
+    from llem_bench.results.store import write_json_atomic
+
+    try:
+        results = list(load_side(args.run_dir).values())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    out = Path(args.out)
+    if args.format == "csv":
+        export.to_csv(results, out)
+    elif args.format == "pytest-benchmark":
+        write_json_atomic(out, export.to_pytest_benchmark_json(results))
+    else:  # github-action-benchmark wants one file per direction
+        bigger, smaller = export.to_github_action_benchmark(results)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "bigger_is_better.json", bigger)
+        write_json_atomic(out / "smaller_is_better.json", smaller)
+    print(json.dumps({"wrote": str(out), "experiments": len(results)}))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from llem_bench.doctor import doctor_report, render_doctor
+
+    print(render_doctor(doctor_report()), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llem-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild report.md and study.json of a run folder")
     report.add_argument("run_dir", help="reports/<study>/<run-id>")
     report.set_defaults(func=cmd_report)
+    compare = sub.add_parser("compare", help="compare a candidate run with a baseline; exit 1 on a significant regression")
+    compare.add_argument("baseline", help="baseline run folder or result JSON")
+    compare.add_argument("candidate", help="candidate run folder or result JSON")
+    compare.add_argument("--gate", action="append", metavar="METRIC:LIMIT",
+                         help="e.g. energy_per_output_token_j:5%% or output_tokens_per_s:-5%% (repeatable)")
+    compare.add_argument("--default-threshold", type=float, default=5.0, metavar="PCT",
+                         help="threshold of the default gates in percent (default 5)")
+    compare.add_argument("--out", help="also write the comparison markdown here")
+    compare.set_defaults(func=cmd_compare)
+    export = sub.add_parser("export", help="export a run for other tools")
+    export.add_argument("run_dir", help="run folder")
+    export.add_argument("--format", choices=["pytest-benchmark", "github-action-benchmark", "csv"], required=True)
+    export.add_argument("--out", required=True, help="file (folder for github-action-benchmark)")
+    export.set_defaults(func=cmd_export)
+    doctor = sub.add_parser("doctor", help="what this machine can measure, and why not")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

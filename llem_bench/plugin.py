@@ -21,6 +21,8 @@ from llem_bench.harness.pool import BackendPool
 from llem_bench.harness.runner import failed_result, log, run_experiment
 from llem_bench.isolation.runner import RunnerSpec, check_interpreter, choose_runner, run_in_worker
 from llem_bench.results.environment import git_info
+from llem_bench.results.compare import load_side
+from llem_bench.results.gate import gate_against_baseline
 from llem_bench.results.report import header, summary_rows, write_reports
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir, new_run_id, utc_now
@@ -36,6 +38,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="output root; results go to DIR/<study>/<run-id>/ (default: reports)")
     group.addoption("--llem-run-id", dest="llem_run_id", metavar="ID",
                     help="name of the run folder (default: UTC timestamp and commit)")
+    group.addoption("--llem-baseline", dest="llem_baseline", metavar="RUN",
+                    help="compare with this earlier run folder (or result JSON) and fail the session (exit 1) "
+                         "on a significant regression beyond the study's gates: (default 5%% on headline metrics)")
     group.addoption("--llem-runner", dest="llem_runner", metavar="RUNNER",
                     help="where experiments run: inprocess, subprocess or venv:<python> (overrides "
                          "LLEM_RUNNER_<BACKEND> and the study's runners:)")
@@ -52,6 +57,7 @@ class LlemSession:
         self.pool = BackendPool()
         self.run_dir: Optional[RunDir] = None
         self.runners: dict[str, RunnerSpec] = {}
+        self.comparison = None
         if study is not None:
             for backend in dict.fromkeys(e.backend for e in experiments):
                 spec = choose_runner(backend, config.option.llem_runner, study.runners)
@@ -112,6 +118,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
     except ConfigError as exc:
         raise pytest.UsageError(f"invalid runner:\n{exc}") from None
+    baseline = config.getoption("llem_baseline", None)
+    if baseline:
+        try:
+            load_side(baseline)  # fail now, not after hours of measuring
+        except ValueError as exc:
+            raise pytest.UsageError(f"--llem-baseline: {exc}") from None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -181,6 +193,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if llem is None or llem.run_dir is None or not llem.is_controller or not llem.run_dir.results_dir.is_dir():
         return
     write_reports(llem.run_dir)
+    baseline = session.config.option.llem_baseline
+    if baseline and llem.run_dir.read_results():
+        llem.comparison = gate_against_baseline(baseline, llem.run_dir, llem.study.gates)
+        if llem.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -198,3 +215,13 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     for row in rows:
         terminalreporter.write_line("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
     terminalreporter.write_line(f"report: {llem.run_dir.path / 'report.md'}")
+    comparison = getattr(llem, "comparison", None)
+    if comparison is not None:
+        terminalreporter.section("llem-bench baseline comparison")
+        for warning in comparison.warnings:
+            terminalreporter.write_line(f"WARNING: {warning}", yellow=True)
+        for test_id, metric in comparison.regressions:
+            terminalreporter.write_line(f"REGRESSED: {test_id}: {metric}", red=True)
+        verdict = f"GATE: FAIL ({len(comparison.regressions)} regression(s))" if comparison.failed else "GATE: PASS"
+        terminalreporter.write_line(f"{verdict} -- {llem.run_dir.path / 'comparison.md'}",
+                                    red=comparison.failed, green=not comparison.failed)

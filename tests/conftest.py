@@ -27,3 +27,18 @@ def write_study(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """The README's main job, run once per test session: (completed process, run folder)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("quickstart")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--study", "studies/quickstart.yaml",
+         "--llem-out", str(out), "--llem-run-id", "qs", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    return proc, out / "quickstart" / "qs"

@@ -32,3 +32,27 @@ def test_report_on_a_folder_without_results_is_a_clear_error(tmp_path, capsys):
 def test_console_script_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "llem_bench.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "validate" in out.stdout and "report" in out.stdout
+
+
+def test_doctor_says_what_cannot_be_measured_here(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU energy" in out and "transformers" in out
+
+
+def test_export_writes_every_format(quickstart_run, tmp_path, capsys):
+    import json
+
+    run = str(quickstart_run[1])
+    assert main(["export", run, "--format", "csv", "--out", str(tmp_path / "r.csv")]) == 0
+    assert (tmp_path / "r.csv").read_text().count("\n") == 5  # header + 4 experiments
+    assert main(["export", run, "--format", "pytest-benchmark", "--out", str(tmp_path / "pb.json")]) == 0
+    assert len(json.loads((tmp_path / "pb.json").read_text())["benchmarks"]) == 4
+    assert main(["export", run, "--format", "github-action-benchmark", "--out", str(tmp_path / "gh")]) == 0
+    bigger = json.loads((tmp_path / "gh" / "bigger_is_better.json").read_text())
+    assert any(e["name"].endswith("output_tokens_per_s") or "output_tokens_per_s" in e["name"] for e in bigger)
+
+
+def test_compare_with_a_bad_path_exits_2(capsys, tmp_path):
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err

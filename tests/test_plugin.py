@@ -127,3 +127,52 @@ def test_overrunning_worker_is_killed_at_its_timeout(project):
     [path] = (project.path / "out" / "slow" / "r" / "results").glob("*.json")
     error = json.loads(path.read_text())["error"]
     assert "timed out after 15 s; process group killed" in error and "last" in error  # with the log tail
+
+
+def _scaled_copy(run, out, factor):
+    """A copy of a run whose per-cycle throughput is `factor` times the real one."""
+    import shutil
+
+    from llem_bench.harness.stats import summarize
+    from llem_bench.results.schema import MetricSummary
+    from llem_bench.results.store import RunDir
+
+    shutil.copytree(run, out)
+    copy = RunDir(out)
+    for r in copy.read_results():
+        for name in ("output_tokens_per_s", "requests_per_s", "total_tokens_per_s"):
+            r.metrics[name] = MetricSummary(**summarize([v * factor for v in r.metrics[name].values]))
+        copy.write_result(r)
+    return out
+
+
+def test_regression_gate_fails_a_worse_candidate_and_passes_an_unchanged_one(project):
+    # Enough cycles and window for a CPU: the gate needs p < 0.05 and more than 5% change.
+    project.makefile(".yaml", gate=STUDY.replace("study: plug", "study: gate").replace(
+        "cycles: 2", "cycles: 5").replace("min_window_s: 0", "min_window_s: 0.3"))
+    args = ["--study", "gate.yaml", "--llem-out", "out", "-k", "batch_size_2"]
+    project.runpytest_subprocess(*args, "--llem-run-id", "base").assert_outcomes(passed=1)
+    base = project.path / "out" / "gate" / "base"
+    # Against a baseline three times as fast as this machine really is, the candidate has regressed.
+    fast = _scaled_copy(base, project.path / "fast-baseline", 3.0)
+    worse = project.runpytest_subprocess(*args, "--llem-run-id", "cand", "--llem-baseline", str(fast))
+    assert worse.ret == 1
+    worse.stdout.fnmatch_lines(["*REGRESSED: pytorch-tiny-fp32-batch_size_2-*: output_tokens_per_s*", "*GATE: FAIL*"])
+    assert "Traceback" not in worse.stdout.str()
+    assert "GATE: FAIL" in (project.path / "out" / "gate" / "cand" / "comparison.md").read_text()
+    # Against a baseline three times slower the candidate improved: the session passes.
+    slow = _scaled_copy(base, project.path / "slow-baseline", 1 / 3)
+    better = project.runpytest_subprocess(*args, "--llem-run-id", "better", "--llem-baseline", str(slow))
+    assert better.ret == 0
+    better.stdout.fnmatch_lines(["*GATE: PASS*"])
+    # An unchanged candidate (the same numbers) passes `llem-bench compare` with exit 0.
+    from llem_bench.cli import main
+
+    assert main(["compare", str(base), str(_scaled_copy(base, project.path / "same", 1.0))]) == 0
+    assert main(["compare", str(fast), str(base)]) == 1
+
+
+def test_missing_baseline_is_a_usage_error(project):
+    result = project.runpytest_subprocess("--study", "study.yaml", "--llem-baseline", "nowhere")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--llem-baseline: nowhere: no such file or folder*"])

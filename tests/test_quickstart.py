@@ -1,22 +1,12 @@
 """The README's main job, end to end on the CPU with the real tiny model."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_study_runs_and_reports(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks", "--study", "studies/quickstart.yaml",
-         "--llem-out", str(tmp_path), "--llem-run-id", "qs", "-q", "-p", "no:cacheprovider"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
+def test_quickstart_study_runs_and_reports(quickstart_run):
+    proc, run = quickstart_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 passed" in proc.stdout and "llem-bench results" in proc.stdout
-    run = tmp_path / "quickstart" / "qs"
     results = [json.loads(p.read_text()) for p in (run / "results").glob("*.json")]
     assert len(results) == 4
     for r in results:

@@ -1,0 +1,14 @@
+"""The session's regression gate: compare this run with a baseline and write comparison.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llem_bench.results.compare import Comparison, compare_runs, gates_from, load_side, render_comparison_markdown
+from llem_bench.results.store import RunDir, write_text_atomic
+
+
+def gate_against_baseline(baseline: str, run: RunDir, study_gates: dict) -> Comparison:
+    comparison = compare_runs(load_side(Path(baseline)), load_side(run.path), gates_from(study_gates or None))
+    write_text_atomic(run.path / "comparison.md", render_comparison_markdown(comparison))
+    return comparison

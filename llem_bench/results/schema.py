@@ -45,6 +45,16 @@ class ExperimentResult(BaseModel):
     timings: dict[str, Any] = Field(default_factory=dict)
     token_check: dict[str, Any] = Field(default_factory=dict)
     peak_memory_method: Optional[str] = None
+    idle: dict[str, Any] = Field(default_factory=dict, description="idle power before load and with the model resident")
+    power: dict[str, Any] = Field(default_factory=dict, description="sampler summary of the measured windows, "
+                                  "counter vs integrated samples cross-check, throttling seen")
+    latency: dict[str, Any] = Field(default_factory=dict, description="streaming run: ttft_ms, itl_ms, "
+                                    "e2e_latency_ms, each {mean, p50, p90, p99, n}")
+    phases: dict[str, Any] = Field(default_factory=dict, description="prefill vs decode time and energy")
+    roofline: dict[str, Any] = Field(default_factory=dict, description="decode memory-bandwidth bound and the "
+                                     "fraction reached")
+    validity: dict[str, Any] = Field(default_factory=dict, description="verdict: valid | warning | invalid, reasons")
+    timeseries: Optional[str] = Field(None, description="path of the power timeseries CSV, relative to the run folder")
     warnings: list[str] = Field(default_factory=list)
     environment: dict[str, Any] = Field(default_factory=dict)
     started_at: str

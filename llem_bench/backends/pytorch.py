@@ -3,12 +3,15 @@ generation field set explicitly (transformers 5 fills unset fields from the mode
 
 from __future__ import annotations
 
+import copy
 import resource
 import sys
+import time
 from typing import Any, Optional
 
 from llem_bench.backends.base import PassOutput
 from llem_bench.config.experiment import ExperimentConfig
+from llem_bench.harness.latency import RequestTiming
 from llem_bench.workload.prompts import Workload
 from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
 
@@ -74,6 +77,28 @@ class PyTorchBackend:
         self.model.generation_config = self.generation_config
 
     def run_pass(self, workload: Workload) -> PassOutput:
+        return self._generate_all(workload, self.generation_config)
+
+    def run_prefill_pass(self, workload: Workload) -> PassOutput:
+        """The same batches, stopped after the first token: prefill (plus one sampling step)."""
+        prefill = copy.deepcopy(self.generation_config)
+        prefill.max_new_tokens = prefill.min_new_tokens = 1
+        return self._generate_all(workload, prefill)
+
+    def run_streaming_pass(self, workload: Workload) -> list[RequestTiming]:
+        """One pass with a streamer that stamps every decode step once its tokens reach the host."""
+        timings: list[RequestTiming] = []
+        pass_start = time.perf_counter()
+
+        def on_batch(size: int) -> TimingStreamer:
+            streamer = TimingStreamer()
+            timings.extend(streamer.requests(size, pass_start))
+            return streamer
+
+        self._generate_all(workload, self.generation_config, streamer_for=on_batch)
+        return timings
+
+    def _generate_all(self, workload: Workload, generation_config: Any, streamer_for=None) -> PassOutput:
         import torch
 
         batch_size = self.config.pytorch.batch_size
@@ -84,12 +109,28 @@ class PyTorchBackend:
             for start in range(0, len(prompts), batch_size):
                 batch = prompts[start:start + batch_size]
                 input_ids, attention_mask = _left_pad(batch, self.tokenizer.pad_token_id, self.model.device)
+                streamer = streamer_for(len(batch)) if streamer_for else None
                 out = self.model.generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=self.generation_config,
+                    input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                    streamer=streamer,
                 )
                 new = out[:, input_ids.shape[1]:].tolist()
                 counts.extend(_generated_length(row, eos, self.config.workload.ignore_eos) for row in new)
         return PassOutput(output_tokens=counts)
+
+    def model_shape(self) -> dict[str, Any]:
+        cfg = self.model.config
+        heads = cfg.num_attention_heads
+        return {
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "bytes_per_param": next(self.model.parameters()).element_size(),
+            "layers": cfg.num_hidden_layers,
+            "kv_heads": getattr(cfg, "num_key_value_heads", None) or heads,
+            "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+        }
+
+    def decode_batch(self, workload: Workload) -> int:
+        return min(self.config.pytorch.batch_size, workload.num_requests)
 
     def synchronize(self) -> None:
         import torch
@@ -143,6 +184,35 @@ class PyTorchBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class TimingStreamer:
+    """transformers streamer protocol: the first put() is the prompt, every later put() carries the
+    batch's next tokens. Copying them to the host waits for the step to finish, so the stamp is
+    when the tokens exist, not when the kernel was queued."""
+
+    def __init__(self) -> None:
+        self._timings: list[RequestTiming] = []
+        self._seen_prompt = False
+
+    def requests(self, size: int, pass_start: float) -> list[RequestTiming]:
+        now = time.perf_counter()
+        self._timings = [RequestTiming(pass_start=pass_start, submitted=now) for _ in range(size)]
+        return self._timings
+
+    def put(self, value: Any) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        value.cpu()
+        now = time.perf_counter()
+        for timing in self._timings:
+            timing.token_times.append(now)
+
+    def end(self) -> None:
+        now = time.perf_counter()
+        for timing in self._timings:
+            timing.end = now
 
 
 def _resolve_device(device: str) -> str:

@@ -79,9 +79,29 @@ class MeasurementConfig(StrictModel):
         10.0, "Repeat the workload inside each cycle until the window lasts this long "
         "(the NVML counter updates every ~100 ms: 10 s keeps quantisation near 1%).", ge=0,
     )
-    energy: Literal["auto", "nvml", "none"] = knob(
-        "auto", "auto: NVML on the GPUs in use when there are any; nvml: fail without it; none: do not measure."
+    energy: Literal["auto", "nvml", "zeus", "none"] = knob(
+        "auto", "auto: NVML on the GPUs in use when there are any; nvml: fail without it; zeus: Zeus's "
+        "ZeusMonitor windows; none: do not measure.",
     )
+    tier: Literal["standard", "reference"] = knob(
+        "standard", "reference: publication tier, requires min_window_s >= 30 and cycles >= 5."
+    )
+    baseline_idle_s: float = knob(
+        5.0, "Seconds of idle power measured before the model loads and again with it resident "
+        "(GPU only); net energy subtracts the resident idle power.", ge=0,
+    )
+    sampler_interval_s: float = knob(
+        0.05, "NVML power/clock/temperature/throttle sampling interval; 0 turns the sampler off.", ge=0,
+    )
+    latency: bool = knob(True, "Run one streaming pass after the cycles for TTFT / inter-token latency.")
+    phases: bool = knob(True, "Measure a prefill-only window to split prefill and decode time and energy.")
+
+    @model_validator(mode="after")
+    def _reference_tier(self) -> "MeasurementConfig":
+        if self.tier == "reference" and (self.min_window_s < 30 or self.cycles < 5):
+            raise ValueError(f"tier: reference needs min_window_s >= 30 and cycles >= 5 "
+                             f"(got {self.min_window_s} s, {self.cycles} cycles); raise them or use tier: standard")
+        return self
 
 
 class ExperimentConfig(StrictModel):

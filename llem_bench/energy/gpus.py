@@ -30,10 +30,28 @@ def nvml_handles_for(cuda_ordinals: list[int]) -> dict[str, Any]:
         uuid = str(torch.cuda.get_device_properties(ordinal).uuid).removeprefix("GPU-")
         if uuid not in by_uuid:
             raise RuntimeError(f"CUDA device {ordinal} (uuid {uuid}) not found by NVML")
-        handle = by_uuid[uuid]
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # raises NotSupported on old GPUs
-        handles[uuid] = handle
+        handles[uuid] = by_uuid[uuid]
     return handles
+
+
+def counter_supported(handle: Any) -> bool:
+    """Volta and newer have the total-energy counter; older GPUs answer NotSupported."""
+    import pynvml
+
+    try:
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        return True
+    except pynvml.NVMLError_NotSupported:
+        return False
+
+
+def visible_handles() -> dict[str, Any]:
+    """uuid -> handle of every GPU this process may use (all CUDA ordinals it sees)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return nvml_handles_for(list(range(torch.cuda.device_count())))
 
 
 def gpu_facts(handle: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 
 @dataclass
@@ -55,15 +55,15 @@ class NvmlCounterMeter:
     available = True
     reason = None
 
-    def __init__(self, handles: dict[str, object]):
+    def __init__(self, handles: dict[str, Any]):
         import pynvml
 
         self._nvml = pynvml
-        self._handles = handles  # uuid -> NVML handle
+        self.handles = handles  # uuid -> NVML handle
         self._start: dict[str, int] = {}
 
     def _read(self) -> dict[str, int]:
-        return {uuid: self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for uuid, h in self._handles.items()}
+        return {uuid: self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for uuid, h in self.handles.items()}
 
     def begin(self) -> None:
         self._start = self._read()
@@ -77,25 +77,97 @@ class NvmlCounterMeter:
         from llem_bench.energy.gpus import gpu_facts
 
         return {"source": self.source, "available": True, "reason": None,
-                "gpus": [gpu_facts(h) for h in self._handles.values()]}
+                "gpus": [gpu_facts(h) for h in self.handles.values()]}
 
 
-def make_energy_meter(mode: str, cuda_ordinals: list[int]) -> EnergyMeter:
+class SampledMeter:
+    """For GPUs without the energy counter: power samples integrated over the window."""
+
+    source = "nvml_power_samples"
+    available = True
+    reason = None
+
+    def __init__(self, handles: dict[str, Any], sampler: Any):
+        self.handles, self._sampler = handles, sampler
+        self._t0 = 0.0
+
+    def begin(self) -> None:
+        self._t0 = self._sampler.mark("meter_begin")
+
+    def end(self) -> EnergyWindow:
+        from llem_bench.energy.sampler import summarize_window
+
+        t1 = self._sampler.mark("meter_end")
+        self._sampler.wait_for_sample_after(t1)
+        summary = summarize_window(self._sampler.snapshot(), self._t0, t1)
+        per_gpu = {uuid: g["energy_j"] for uuid, g in summary["gpus"].items() if g["energy_j"] is not None}
+        total = summary["total"]["energy_j"]
+        return EnergyWindow(joules=total, per_gpu_joules=per_gpu,
+                            reason=None if total is not None else "power samples do not cover the window")
+
+    def describe(self) -> dict:
+        from llem_bench.energy.gpus import gpu_facts
+
+        return {"source": self.source, "available": True, "reason": "GPU has no total-energy counter",
+                "gpus": [gpu_facts(h) for h in self.handles.values()]}
+
+
+class ZeusMeter:
+    """Zeus's ZeusMonitor windows over the same GPUs (an independent implementation to cross-check)."""
+
+    source = "zeus"
+    available = True
+    reason = None
+
+    def __init__(self, handles: dict[str, Any], cuda_ordinals: list[int]):
+        from zeus.monitor import ZeusMonitor
+
+        self.handles = handles
+        self._monitor = ZeusMonitor(gpu_indices=cuda_ordinals, approx_instant_energy=False)
+        self._n = 0
+
+    def begin(self) -> None:
+        self._n += 1
+        self._monitor.begin_window(f"llem-{self._n}", sync_execution=False)
+
+    def end(self) -> EnergyWindow:
+        measurement = self._monitor.end_window(f"llem-{self._n}", sync_execution=False)
+        per_gpu = {str(i): float(j) for i, j in measurement.gpu_energy.items()}
+        return EnergyWindow(joules=sum(per_gpu.values()), per_gpu_joules=per_gpu)
+
+    def describe(self) -> dict:
+        from llem_bench.energy.gpus import gpu_facts
+
+        return {"source": self.source, "available": True, "reason": None,
+                "gpus": [gpu_facts(h) for h in self.handles.values()]}
+
+
+def make_energy_meter(mode: str, cuda_ordinals: list[int], sampler: Any = None) -> EnergyMeter:
     """`cuda_ordinals` are the CUDA device indices the experiment uses, as this process sees them
-    (after CUDA_VISIBLE_DEVICES). An empty list means the experiment runs on the CPU."""
+    (after CUDA_VISIBLE_DEVICES). An empty list means the experiment runs on the CPU. `sampler`
+    (an NvmlSampler over the same GPUs) serves GPUs that have no energy counter."""
     if mode == "none":
         return UnavailableMeter("energy measurement disabled (measurement.energy: none)")
     if not cuda_ordinals:
         meter: EnergyMeter = UnavailableMeter("the experiment runs on the CPU; NVML measures GPU energy only")
     else:
         try:
-            from llem_bench.energy.gpus import nvml_handles_for
+            from llem_bench.energy.gpus import counter_supported, nvml_handles_for
 
-            meter = NvmlCounterMeter(nvml_handles_for(cuda_ordinals))
-        except Exception as exc:  # NVML missing, no driver, counter unsupported...
-            meter = UnavailableMeter(f"NVML energy counter unavailable: {exc}")
-    if mode == "nvml" and not meter.available:
-        raise RuntimeError(f"measurement.energy: nvml was requested but {meter.reason}")
+            handles = nvml_handles_for(cuda_ordinals)
+            if mode == "zeus":
+                meter = ZeusMeter(handles, cuda_ordinals)
+            elif all(counter_supported(h) for h in handles.values()):
+                meter = NvmlCounterMeter(handles)
+            elif sampler is not None:
+                meter = SampledMeter(handles, sampler)
+            else:
+                meter = UnavailableMeter("GPU has no total-energy counter and the power sampler is off "
+                                         "(measurement.sampler_interval_s: 0)")
+        except Exception as exc:  # NVML missing, no driver, zeus missing...
+            meter = UnavailableMeter(f"{'Zeus' if mode == 'zeus' else 'NVML'} energy unavailable: {exc}")
+    if mode in ("nvml", "zeus") and not meter.available:
+        raise RuntimeError(f"measurement.energy: {mode} was requested but {meter.reason}")
     return meter
 
 

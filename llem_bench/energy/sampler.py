@@ -77,6 +77,7 @@ class NvmlSampler:
         self._energy_counter = energy_counter
         self._stop = threading.Event()
         self._lock = threading.Lock()  # rows are appended by the thread, marks by the caller
+        self._new_rows = threading.Condition(self._lock)
         self._thread: Optional[threading.Thread] = None
         self._samples = Samples(interval_s=interval_s)
         self._unsupported: set[str] = set()  # "<uuid>:<field>" that said NotSupported: stop asking
@@ -139,8 +140,9 @@ class NvmlSampler:
 
     def _tick(self, tick: int) -> None:
         rows = [{"tick": tick, **self._read(uuid, h)} for uuid, h in self._handles.items()]
-        with self._lock:
+        with self._new_rows:
             self._samples.rows.extend(rows)
+            self._new_rows.notify_all()
 
     def _run(self) -> None:
         tick = 0
@@ -169,6 +171,18 @@ class NvmlSampler:
         with self._lock:
             self._samples.marks.append((label, t))
         return t
+
+    def wait_for_sample_after(self, t: float) -> bool:
+        """Block until a sample newer than `t` exists, so a window ending at `t` is bracketed."""
+        with self._new_rows:
+            return self._new_rows.wait_for(
+                lambda: bool(self._samples.rows) and self._samples.rows[-1]["t"] > t,
+                timeout=max(1.0, 20 * self.interval_s))
+
+    def snapshot(self) -> Samples:
+        with self._lock:
+            return Samples(rows=list(self._samples.rows), marks=list(self._samples.marks),
+                           interval_s=self.interval_s, errors=dict(self._samples.errors))
 
     def stop(self) -> Samples:
         self._stop.set()

@@ -14,13 +14,16 @@ METRICS: dict[str, tuple[str, bool, str]] = {
     "total_tokens_per_s": ("tok/s", True, "(prompt + generated tokens) / window wall time"),
     "requests_per_s": ("req/s", True, "completed requests / window wall time"),
     "energy_per_output_token_j": ("J", False, "GPU energy in the window / generated tokens"),
+    "energy_per_output_token_net_j": ("J", False, "(GPU energy - resident idle power x window time) / generated tokens"),
     "energy_per_request_j": ("J", False, "GPU energy in the window / completed requests"),
     "avg_power_w": ("W", False, "GPU energy in the window / window wall time"),
+    "peak_power_w": ("W", False, "highest sampled GPU power in the window (summed over GPUs per tick)"),
     "wall_time_s": ("s", False, "window wall time (CUDA-synchronised edges)"),
     "peak_memory_mb": ("MiB", False, "peak memory in the window (method recorded in the result)"),
 }
 
-ENERGY_METRICS = ("energy_per_output_token_j", "energy_per_request_j", "avg_power_w")
+ENERGY_METRICS = ("energy_per_output_token_j", "energy_per_output_token_net_j", "energy_per_request_j",
+                  "avg_power_w", "peak_power_w")
 
 
 def cycle_metrics(
@@ -31,19 +34,24 @@ def cycle_metrics(
     requests: int,
     energy_j: Optional[float],
     peak_memory_mb: Optional[float],
+    idle_power_w: Optional[float] = None,
+    peak_power_w: Optional[float] = None,
 ) -> dict[str, Optional[float]]:
     if wall_time_s <= 0:
         raise ValueError("window wall time must be positive")
     if output_tokens <= 0 or requests <= 0:
         raise ValueError("a measured window must complete at least one request with output")
     per = (lambda x: energy_j / x) if energy_j is not None else (lambda x: None)
+    net_j = energy_j - idle_power_w * wall_time_s if energy_j is not None and idle_power_w is not None else None
     return {
         "output_tokens_per_s": output_tokens / wall_time_s,
         "total_tokens_per_s": (input_tokens + output_tokens) / wall_time_s,
         "requests_per_s": requests / wall_time_s,
         "energy_per_output_token_j": per(output_tokens),
+        "energy_per_output_token_net_j": net_j / output_tokens if net_j is not None else None,
         "energy_per_request_j": per(requests),
         "avg_power_w": per(wall_time_s),
+        "peak_power_w": peak_power_w if energy_j is not None else None,
         "wall_time_s": wall_time_s,
         "peak_memory_mb": peak_memory_mb,
     }

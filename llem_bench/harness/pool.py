@@ -13,6 +13,7 @@ class BackendPool:
     def __init__(self) -> None:
         self._key: Optional[str] = None
         self._backend: Optional[Backend] = None
+        self.idle_before_load: Optional[dict] = None  # measured at the last load, reused with the model
 
     def acquire(self, config: ExperimentConfig) -> tuple[Backend, bool, float]:
         """(backend configured for `config`, whether the loaded model was reused, load seconds)."""
@@ -21,6 +22,7 @@ class BackendPool:
         load_s = 0.0
         if not reused:
             self.close()
+            self.idle_before_load = _idle_before_load(config)
             backend = create_backend(config.backend)
             start = time.perf_counter()
             try:
@@ -38,3 +40,21 @@ class BackendPool:
         if self._backend is not None:
             self._backend.close()
         self._key, self._backend = None, None
+
+
+def _idle_before_load(config: ExperimentConfig) -> Optional[dict]:
+    """Idle power of every GPU this process sees, before anything is loaded on them."""
+    measurement = config.measurement
+    if measurement.energy == "none" or measurement.baseline_idle_s <= 0 or measurement.sampler_interval_s <= 0:
+        return None
+    try:
+        from llem_bench.energy.gpus import visible_handles
+        from llem_bench.energy.idle import measure_idle
+
+        handles = visible_handles()
+    except Exception as exc:
+        return {"mean_power_w": None, "reason": f"NVML unavailable: {exc}"}
+    if not handles:
+        return None
+    idle = measure_idle(handles, measurement.baseline_idle_s, measurement.sampler_interval_s)
+    return {**idle, "gpus": sorted(handles)}

@@ -1,0 +1,43 @@
+"""Decode memory-bandwidth roofline: every decode step reads all weights plus the KV cache, so
+tokens/s cannot exceed batch x bandwidth / bytes-per-step. The fraction reached says how much
+headroom a kernel or batching change could still buy."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+# Peak HBM/GDDR bandwidth in GB/s from the vendors' data sheets, matched on the NVML name.
+BANDWIDTH_GBS = [
+    ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 3350), ("H200", 4800), ("GH200", 4000),
+    ("A100-SXM4-80GB", 2039), ("A100 80GB PCIe", 1935), ("A100-PCIE-40GB", 1555), ("A100-SXM4-40GB", 1555),
+    ("L40S", 864), ("L40", 864), ("L4", 300), ("A10G", 600), ("A10", 600), ("RTX 4090", 1008),
+    ("RTX 3090", 936), ("V100", 900), ("T4", 320), ("B200", 8000),
+]
+
+
+def bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:
+    for key, gbs in BANDWIDTH_GBS:
+        if gpu_name and key.lower() in gpu_name.lower():
+            return float(gbs)
+    return None
+
+
+def decode_roofline(shape: dict[str, Any], gpu_names: list[str], batch: int, avg_context: float,
+                    measured_decode_tokens_per_s: Optional[float]) -> dict[str, Any]:
+    if not gpu_names:
+        return {"fraction": None, "reason": "no GPU: the roofline is a GPU memory-bandwidth bound"}
+    per_gpu = [bandwidth_gbs(n) for n in gpu_names]
+    if None in per_gpu:
+        return {"fraction": None, "reason": f"bandwidth of {gpu_names} not in the table (llem_bench/harness/roofline.py)"}
+    bandwidth = sum(per_gpu) * 1e9
+    weight_bytes = shape["parameters"] * shape["bytes_per_param"]
+    kv_bytes = 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * shape["bytes_per_param"] * batch * avg_context
+    bytes_per_step = weight_bytes + kv_bytes
+    bound = batch * bandwidth / bytes_per_step
+    return {
+        "bandwidth_gbs": bandwidth / 1e9, "gpus": gpu_names, "batch": batch, "avg_context_tokens": avg_context,
+        "weight_bytes": weight_bytes, "kv_bytes_per_step": kv_bytes, "bytes_per_step": bytes_per_step,
+        "bound_tokens_per_s": bound, "measured_decode_tokens_per_s": measured_decode_tokens_per_s,
+        "fraction": measured_decode_tokens_per_s / bound if measured_decode_tokens_per_s else None,
+        "reason": None if measured_decode_tokens_per_s else "decode throughput not measured (phases off?)",
+    }

@@ -1,0 +1,62 @@
+"""Pure logic of the measurement method: latency statistics, roofline, validity, config tiers."""
+
+import pytest
+
+from llem_bench.config import ConfigError
+from llem_bench.config.study import parse_study
+from llem_bench.harness.latency import RequestTiming, percentile, summarize_requests
+from llem_bench.harness.metrics import cycle_metrics
+from llem_bench.harness.roofline import bandwidth_gbs, decode_roofline
+from llem_bench.harness.validity import verdict
+
+
+def test_percentiles_interpolate_like_numpy():
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(values, 50) == 2.5 and percentile(values, 0) == 1.0 and percentile(values, 100) == 4.0
+    assert percentile(values, 90) == pytest.approx(3.7)
+
+
+def test_latency_from_real_timestamps():
+    r = RequestTiming(pass_start=0.0, submitted=1.0, token_times=[1.1, 1.15, 1.25], end=1.3)
+    s = summarize_requests([r])
+    assert s["ttft_ms"]["mean"] == pytest.approx(100.0)
+    assert sorted(round(v) for v in (s["itl_ms"]["p50"],)) == [75]  # gaps 50 and 100 ms
+    assert s["itl_ms"]["n"] == 2 and s["e2e_latency_ms"]["mean"] == pytest.approx(300.0)
+    assert s["queue_ms"]["mean"] == pytest.approx(1000.0)
+
+
+def test_net_energy_subtracts_resident_idle_power():
+    m = cycle_metrics(wall_time_s=10.0, input_tokens=0, output_tokens=1000, requests=10, energy_j=2000.0,
+                      peak_memory_mb=None, idle_power_w=70.0, peak_power_w=300.0)
+    assert m["energy_per_output_token_j"] == 2.0
+    assert m["energy_per_output_token_net_j"] == pytest.approx((2000 - 700) / 1000)
+    assert m["peak_power_w"] == 300.0
+
+
+def test_roofline_of_llama_1b_on_an_h100():
+    shape = {"parameters": 1_235_814_400, "bytes_per_param": 2, "layers": 16, "kv_heads": 8, "head_dim": 64}
+    r = decode_roofline(shape, ["NVIDIA H100 80GB HBM3"], batch=1, avg_context=200, measured_decode_tokens_per_s=100)
+    assert bandwidth_gbs("NVIDIA H100 80GB HBM3") == 3350
+    # 2.47 GB of weights + 6.6 MB of KV per step -> ~1350 tok/s at batch 1
+    assert 1300 < r["bound_tokens_per_s"] < 1400 and r["fraction"] == pytest.approx(100 / r["bound_tokens_per_s"])
+    unknown = decode_roofline(shape, ["Mystery GPU"], 1, 10, 5)
+    assert unknown["fraction"] is None and "not in the table" in unknown["reason"]
+
+
+def test_validity_verdicts():
+    ok = dict(energy_available=True, energy_reason=None, token_ok=True, cvs={"x": 0.01}, window_s=10,
+              throttling=[], cross_check={"agree": True}, other_processes=[])
+    assert verdict(**ok) == {"verdict": "valid", "reasons": []}
+    assert verdict(**{**ok, "window_s": 1})["verdict"] == "warning"
+    assert verdict(**{**ok, "cvs": {"x": 0.5}})["verdict"] == "invalid"
+    assert verdict(**{**ok, "token_ok": False})["verdict"] == "invalid"
+    off = verdict(**{**ok, "cross_check": {"agree": False, "relative_difference": 0.05, "threshold": 0.03}})
+    assert "disagree by +5.0%" in off["reasons"][0]
+    cpu = verdict(**{**ok, "energy_available": False, "energy_reason": "CPU run"})
+    assert cpu == {"verdict": "warning", "reasons": ["energy unavailable: CPU run"]}
+
+
+def test_reference_tier_requires_long_windows():
+    with pytest.raises(ConfigError, match="tier: reference needs min_window_s >= 30 and cycles >= 5"):
+        parse_study({"study": "s", "measurement": {"tier": "reference"}})
+    parse_study({"study": "s", "measurement": {"tier": "reference", "min_window_s": 30, "cycles": 5}})

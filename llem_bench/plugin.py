@@ -83,8 +83,10 @@ class LlemSession:
                 backend, reused, load_s = self.pool.acquire(experiment.config)
                 result = run_experiment(
                     experiment, backend,
-                    lambda ordinals: make_energy_meter(experiment.config.measurement.energy, ordinals),
+                    lambda ordinals, sampler=None: make_energy_meter(
+                        experiment.config.measurement.energy, ordinals, sampler),
                     run_id=run_id, started_at=started, model_reused=reused, load_s=load_s,
+                    idle_before_load=self.pool.idle_before_load, timeseries_dir=self.run_dir.path / "timeseries",
                 )
             else:
                 result = run_in_worker(runner, experiment, run_id=run_id, started_at=started,

@@ -41,4 +41,5 @@ def quickstart_run(tmp_path_factory):
          "--llem-out", str(out), "--llem-run-id", "qs", "-q", "-p", "no:cacheprovider"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
+    assert proc.returncode == 0, f"the quickstart study failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc, out / "quickstart" / "qs"

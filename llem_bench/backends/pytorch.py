@@ -77,7 +77,12 @@ class PyTorchBackend:
         self.model.generation_config = self.generation_config
 
     def run_pass(self, workload: Workload) -> PassOutput:
-        return self._generate_all(workload, self.generation_config)
+        generation_config = self.generation_config
+        if workload.output_tokens != generation_config.max_new_tokens:  # e.g. a short warmup
+            generation_config = copy.deepcopy(generation_config)
+            generation_config.max_new_tokens = workload.output_tokens
+            generation_config.min_new_tokens = min(generation_config.min_new_tokens or 0, workload.output_tokens)
+        return self._generate_all(workload, generation_config)
 
     def run_prefill_pass(self, workload: Workload) -> PassOutput:
         """The same batches, stopped after the first token: prefill (plus one sampling step)."""

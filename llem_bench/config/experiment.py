@@ -64,6 +64,10 @@ class WarmupConfig(StrictModel):
     min_runs: int = knob(1, "Full-shape warmup passes always run.", ge=1)
     max_runs: int = knob(5, "Cap on warmup passes; reaching it without stability is a warning.", ge=1)
     cv_target: float = knob(0.05, "Stop warming up once the CV of the last 3 pass times is below this.", gt=0)
+    output_tokens: Optional[int] = knob(
+        None, "Tokens per request in warmup passes; None = the measured length (full shape). A shorter "
+        "warmup is only for demonstrating the warmup trap: the result warns.", ge=1,
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "WarmupConfig":

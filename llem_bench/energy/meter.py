@@ -16,6 +16,7 @@ class EnergyWindow:
     joules: Optional[float]
     per_gpu_joules: dict[str, float] = field(default_factory=dict)
     reason: Optional[str] = None
+    counter_joules: Optional[float] = None  # NVML counter over the same window, when another source measured
 
 
 class EnergyMeter(Protocol):
@@ -124,16 +125,19 @@ class ZeusMeter:
 
         self.handles = handles
         self._monitor = ZeusMonitor(gpu_indices=cuda_ordinals, approx_instant_energy=False)
+        self._counter = NvmlCounterMeter(handles)  # read at the same edges, for the cross-check
         self._n = 0
 
     def begin(self) -> None:
         self._n += 1
+        self._counter.begin()
         self._monitor.begin_window(f"llem-{self._n}", sync_execution=False)
 
     def end(self) -> EnergyWindow:
         measurement = self._monitor.end_window(f"llem-{self._n}", sync_execution=False)
+        counter = self._counter.end()
         per_gpu = {str(i): float(j) for i, j in measurement.gpu_energy.items()}
-        return EnergyWindow(joules=sum(per_gpu.values()), per_gpu_joules=per_gpu)
+        return EnergyWindow(joules=sum(per_gpu.values()), per_gpu_joules=per_gpu, counter_joules=counter.joules)
 
     def describe(self) -> dict:
         from llem_bench.energy.gpus import gpu_facts

@@ -8,6 +8,7 @@ latency. A power sampler runs throughout, so every window can be checked against
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -166,10 +167,7 @@ def run_experiment(
 
 
 def _make_meter(meter_factory: Callable[..., EnergyMeter], backend: Backend, probe: Probe) -> EnergyMeter:
-    try:
-        return meter_factory(backend.cuda_ordinals(), probe.sampler)
-    except TypeError:  # a factory that predates the sampler argument
-        return meter_factory(backend.cuda_ordinals())
+    return meter_factory(backend.cuda_ordinals(), probe.sampler)
 
 
 def _idle_resident(probe: Probe, seconds: float) -> Optional[dict]:
@@ -192,6 +190,11 @@ def _warm_up(backend: Backend, workload: Workload, spec: Any, warnings: list[str
     """Whole-workload passes (the exact shapes that will be measured) until pass times settle."""
     times: list[float] = []
     stable: Optional[bool] = None
+    if spec.output_tokens is not None and spec.output_tokens != workload.output_tokens:
+        warnings.append(f"warmup generated {spec.output_tokens} tokens per request, the measurement "
+                        f"{workload.output_tokens}: not a full-shape warmup, so the first cycles may pay for "
+                        "shapes the warmup never ran")
+        workload = dataclasses.replace(workload, output_tokens=spec.output_tokens)
     while len(times) < spec.max_runs:
         backend.synchronize()
         start = time.perf_counter()
@@ -229,8 +232,11 @@ def _window(backend: Backend, meter: EnergyMeter, probe: Probe, label: str, min_
             break
     window = meter.end()
     probe.mark(f"{label}_end")
-    return {"passes": passes, "wall_time_s": elapsed, "energy_j": window.joules,
-            "per_gpu_energy_j": window.per_gpu_joules}, counts
+    result = {"passes": passes, "wall_time_s": elapsed, "energy_j": window.joules,
+              "per_gpu_energy_j": window.per_gpu_joules}
+    if window.counter_joules is not None:
+        result["nvml_counter_energy_j"] = window.counter_joules
+    return result, counts
 
 
 def _measure_cycle(backend: Backend, workload: Workload, meter: EnergyMeter, probe: Probe, min_window_s: float):

@@ -77,7 +77,8 @@ def run_in_worker(spec: RunnerSpec, experiment: Experiment, *, run_id: str, star
     with tempfile.TemporaryDirectory(prefix="llem-worker-") as tmp:
         request, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         request.write_text(json.dumps({"experiment": experiment_to_json(experiment), "run_id": run_id,
-                                       "started_at": started_at}))
+                                       "started_at": started_at,
+                                       "timeseries_dir": str(log_path.parent.parent / "timeseries")}))
         env = dict(os.environ)
         # The other interpreter imports this very llem_bench, installed there or not.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)

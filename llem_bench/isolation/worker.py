@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from pathlib import Path
 
 from llem_bench.energy.meter import make_energy_meter
 from llem_bench.harness.pool import BackendPool
@@ -26,8 +27,10 @@ def main(request_path: str, result_path: str) -> int:
         backend, reused, load_s = pool.acquire(experiment.config)
         result = run_experiment(
             experiment, backend,
-            lambda ordinals: make_energy_meter(experiment.config.measurement.energy, ordinals),
+            lambda ordinals, sampler=None: make_energy_meter(experiment.config.measurement.energy, ordinals, sampler),
             run_id=run_id, started_at=started, model_reused=reused, load_s=load_s,
+            idle_before_load=pool.idle_before_load,
+            timeseries_dir=Path(request["timeseries_dir"]) if request.get("timeseries_dir") else None,
         )
         code = 0
     except Exception as exc:
@@ -36,7 +39,7 @@ def main(request_path: str, result_path: str) -> int:
         code = 1
     finally:
         pool.close()
-    write_json_atomic(__import__("pathlib").Path(result_path), result.model_dump(mode="json"))
+    write_json_atomic(Path(result_path), result.model_dump(mode="json"))
     return code
 
 

@@ -10,8 +10,12 @@ def create_backend(name: str) -> Backend:
         from llem_bench.backends.pytorch import PyTorchBackend
 
         return PyTorchBackend()
+    if name == "vllm":
+        from llem_bench.backends.vllm import VLLMBackend
+
+        return VLLMBackend()
     raise NotImplementedError(
-        f"backend '{name}' is not implemented yet in this version of llem-bench (available: pytorch)"
+        f"backend '{name}' is not implemented yet in this version of llem-bench (available: pytorch, vllm)"
     )
 
 

@@ -18,6 +18,8 @@ from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
 
 class PyTorchBackend:
     name = "pytorch"
+    streaming_method = ("a streamer stamps every decode step when its tokens reach the host (the copy waits "
+                        "for the step to finish); requests of one batch share their stamps")
 
     def __init__(self) -> None:
         self.model: Any = None

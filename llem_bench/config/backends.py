@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from llem_bench.config.base import StrictModel, knob
 
@@ -54,15 +54,157 @@ class PyTorchConfig(StrictModel):
     )
 
 
-class VLLMConfig(StrictModel):
-    """vLLM `LLM(...)` engine arguments (the full surface lands with the vLLM backend)."""
+class VLLMCompilation(StrictModel):
+    """vLLM `compilation_config`: torch.compile level and CUDA graphs (GPU only; CPU forces them off)."""
 
-    max_num_seqs: Optional[int] = knob(None, "Max sequences per scheduler step; None = vLLM's default.", ge=1,
-                                       upstream="EngineArgs.max_num_seqs", load=True)
-    gpu_memory_utilization: float = knob(0.9, "Fraction of device memory for weights + KV cache.", gt=0, le=1,
-                                         upstream="EngineArgs.gpu_memory_utilization", load=True)
-    enforce_eager: bool = knob(False, "Disable CUDA graphs.", upstream="EngineArgs.enforce_eager", load=True)
+    mode: Optional[Literal[0, 1, 2, 3]] = knob(
+        None, "0 none, 1 stock torch.compile, 2 dynamo trace once, 3 vLLM compile (default on GPU).",
+        upstream="CompilationConfig.mode", effect="Compiled graphs fuse kernels: higher tok/s, longer start.")
+    cudagraph_mode: Optional[Literal["NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE"]] = knob(
+        None, "CUDA graph capture mode.", upstream="CompilationConfig.cudagraph_mode",
+        effect="Graphs remove launch overhead: the biggest win at small batches.")
+    cudagraph_capture_sizes: Optional[list[int]] = knob(
+        None, "Batch sizes to capture graphs for.", upstream="CompilationConfig.cudagraph_capture_sizes",
+        effect="Batches outside the sizes fall back to eager launches.")
+
+
+# EngineArgs that vLLM removed: a clear message instead of vLLM's TypeError deep in the worker.
+REMOVED_VLLM_ARGS = {
+    "swap_space": "swap_space is not an EngineArgs field in vLLM 0.26 or 0.32 (the V1 engine has no CPU swap "
+                  "space); use cpu_offload_gb for weights or kv_offloading_size for the KV cache",
+    "use_v2_block_manager": "use_v2_block_manager was removed with the V0 engine; V1 always uses its block manager",
+    "max_seq_len_to_capture": "max_seq_len_to_capture is not in vLLM 0.26/0.32; use compilation.cudagraph_capture_sizes",
+}
+
+
+class VLLMConfig(StrictModel):
+    """vLLM `LLM(...)` engine arguments and sampling extras. None means "vLLM's own default" (several
+    depend on the hardware), so only what a study sets is passed to the engine."""
+
+    quantization: Optional[str] = knob(None, "Weight quantization method (awq, gptq, fp8, ...).",
+                                       upstream="EngineArgs.quantization", load=True,
+                                       effect="Fewer weight bytes per decode step: less energy per token if kernels keep up.")
+    kv_cache_dtype: Optional[Literal["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"]] = knob(
+        None, "KV cache element type.", upstream="EngineArgs.kv_cache_dtype", load=True,
+        effect="fp8 halves KV traffic: more sequences fit, cheaper long-context decode.")
+    block_size: Optional[int] = knob(None, "Tokens per KV block (CPU needs multiples of 32).", ge=1,
+                                     upstream="EngineArgs.block_size", load=True,
+                                     effect="Smaller blocks waste less memory, bigger ones cut bookkeeping.")
+    gpu_memory_utilization: Optional[float] = knob(
+        None, "Fraction of device memory for weights + KV cache (on CPU: of the NUMA node's RAM).", gt=0, le=1,
+        upstream="EngineArgs.gpu_memory_utilization", load=True, effect="More KV cache allows larger batches.")
+    kv_cache_memory_bytes: Optional[int] = knob(
+        None, "Exact KV cache size; overrides gpu_memory_utilization.", ge=1,
+        upstream="EngineArgs.kv_cache_memory_bytes", load=True, effect="Caps concurrency; skips memory profiling.")
+    cpu_offload_gb: Optional[float] = knob(None, "Weights offloaded to CPU memory (GiB).", ge=0,
+                                           upstream="EngineArgs.cpu_offload_gb", load=True,
+                                           effect="Each step streams offloaded weights over PCIe: much slower.")
+    max_num_seqs: Optional[int] = knob(None, "Max sequences per scheduler step.", ge=1,
+                                       upstream="EngineArgs.max_num_seqs", load=True,
+                                       effect="The effective decode batch: the main throughput/energy knob.")
+    max_num_batched_tokens: Optional[int] = knob(None, "Token budget per scheduler step.", ge=1,
+                                                 upstream="EngineArgs.max_num_batched_tokens", load=True,
+                                                 effect="Bounds prefill chunk size and step latency.")
+    enable_chunked_prefill: Optional[bool] = knob(None, "Split long prefills across steps.",
+                                                  upstream="EngineArgs.enable_chunked_prefill", load=True,
+                                                  effect="Smoother ITL, slightly more total work.")
+    enable_prefix_caching: Optional[bool] = knob(None, "Reuse KV blocks of shared prompt prefixes.",
+                                                 upstream="EngineArgs.enable_prefix_caching", load=True,
+                                                 effect="Cache hits skip prefill work (see reuse_prefix_cache).")
+    reuse_prefix_cache: bool = knob(False, "Keep the prefix cache between passes; by default it is reset before "
+                                    "every pass so cycles do not measure cache hits.", upstream="LLM.reset_prefix_cache")
+    enforce_eager: Optional[bool] = knob(None, "Disable CUDA graphs and compilation.",
+                                         upstream="EngineArgs.enforce_eager", load=True,
+                                         effect="Faster start, slower small-batch decode.")
+    compilation: Optional[VLLMCompilation] = knob(None, "compilation_config fields.",
+                                                  upstream="EngineArgs.compilation_config", load=True)
+    tensor_parallel_size: Optional[int] = knob(None, "GPUs per model replica (tensor parallel).", ge=1,
+                                               upstream="EngineArgs.tensor_parallel_size", load=True,
+                                               effect="More GPUs: lower latency, all-reduce overhead and more idle power.")
+    pipeline_parallel_size: Optional[int] = knob(None, "Pipeline stages.", ge=1,
+                                                 upstream="EngineArgs.pipeline_parallel_size", load=True)
+    data_parallel_size: Optional[int] = knob(None, "Engine replicas.", ge=1,
+                                             upstream="EngineArgs.data_parallel_size", load=True)
+    distributed_executor_backend: Optional[Literal["mp", "ray", "uni", "external_launcher"]] = knob(
+        None, "How parallel workers are started.", upstream="EngineArgs.distributed_executor_backend", load=True)
+    disable_custom_all_reduce: Optional[bool] = knob(None, "Use NCCL instead of vLLM's all-reduce kernel.",
+                                                     upstream="EngineArgs.disable_custom_all_reduce", load=True)
+    enable_expert_parallel: Optional[bool] = knob(None, "Expert parallelism for MoE models.",
+                                                  upstream="EngineArgs.enable_expert_parallel", load=True)
+    speculative_config: Optional[dict[str, Any]] = knob(
+        None, "Speculative decoding, e.g. {method: ngram, num_speculative_tokens: 4, prompt_lookup_max: 4}.",
+        upstream="EngineArgs.speculative_config", load=True,
+        effect="Accepted draft tokens cut decode steps; rejected ones are wasted work.")
+    max_model_len: Optional[int] = knob(None, "Context length the engine reserves for.", ge=1,
+                                        upstream="EngineArgs.max_model_len", load=True)
+    num_gpu_blocks_override: Optional[int] = knob(None, "Force the number of KV blocks.", ge=1,
+                                                  upstream="EngineArgs.num_gpu_blocks_override", load=True)
+    long_prefill_token_threshold: Optional[int] = knob(None, "Prompts longer than this count as long prefills.",
+                                                       ge=0, upstream="EngineArgs.long_prefill_token_threshold", load=True)
+    scheduling_policy: Optional[Literal["fcfs", "priority"]] = knob(
+        None, "Scheduler order.", upstream="EngineArgs.scheduling_policy", load=True)
+    async_scheduling: Optional[bool] = knob(None, "Overlap scheduling with model execution.",
+                                            upstream="EngineArgs.async_scheduling", load=True,
+                                            effect="Hides CPU scheduling time: higher GPU utilisation.")
+    attention_backend: Optional[str] = knob(None, "Attention kernel backend (FLASH_ATTN, FLASHINFER, ...).",
+                                            upstream="EngineArgs.attention_backend", load=True)
+    kv_offloading_size: Optional[float] = knob(None, "KV cache offloaded to CPU memory (GiB).", ge=0,
+                                               upstream="EngineArgs.kv_offloading_size", load=True)
+    seed: Optional[int] = knob(None, "Engine seed; None uses workload.seed.", upstream="EngineArgs.seed", load=True)
+    load_format: Optional[str] = knob(None, "Weight loading format (auto, safetensors, dummy, ...).",
+                                      upstream="EngineArgs.load_format", load=True)
+    tokenizer_mode: Optional[Literal["auto", "slow", "mistral", "custom", "hf"]] = knob(
+        None, "Tokenizer implementation.", upstream="EngineArgs.tokenizer_mode", load=True)
+    trust_remote_code: Optional[bool] = knob(None, "Allow model code from the checkpoint.",
+                                             upstream="EngineArgs.trust_remote_code", load=True)
+    revision: Optional[str] = knob(None, "Model revision (branch, tag or commit).", upstream="EngineArgs.revision",
+                                   load=True)
+    enable_lora: Optional[bool] = knob(None, "Serve LoRA adapters.", upstream="EngineArgs.enable_lora", load=True,
+                                       effect="LoRA kernels add work per token.")
+    max_loras: Optional[int] = knob(None, "LoRA adapters per batch.", ge=1, upstream="EngineArgs.max_loras", load=True)
+    max_lora_rank: Optional[int] = knob(None, "Largest LoRA rank.", ge=1, upstream="EngineArgs.max_lora_rank", load=True)
+    presence_penalty: float = knob(0.0, "Sampling presence penalty.", upstream="SamplingParams.presence_penalty")
+    frequency_penalty: float = knob(0.0, "Sampling frequency penalty.", upstream="SamplingParams.frequency_penalty")
+    min_p: float = knob(0.0, "Sampling min-p cut-off (preset: sampling).", ge=0, le=1, upstream="SamplingParams.min_p")
     passthrough: dict[str, Any] = Field(default_factory=dict, description="Extra EngineArgs kwargs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, value: Any) -> Any:
+        for key in value if isinstance(value, dict) else ():
+            if key in REMOVED_VLLM_ARGS:
+                raise ValueError(REMOVED_VLLM_ARGS[key])
+        return value
+
+    @field_validator("passthrough")
+    @classmethod
+    def _known_engine_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in REMOVED_VLLM_ARGS:
+                raise ValueError(REMOVED_VLLM_ARGS[key])
+            if key in cls.model_fields:
+                raise ValueError(f"'{key}' is a modelled field: set vllm.{key} instead of passthrough")
+        known = installed_engine_args()
+        if known is not None:
+            from llem_bench.config.errors import did_you_mean
+
+            for key in value:
+                if key not in known:
+                    raise ValueError(f"passthrough key '{key}' is not an EngineArgs field of the installed vLLM."
+                                     f"{did_you_mean(key, sorted(known))}")
+        return value
+
+
+def installed_engine_args() -> Optional[set[str]]:
+    """Field names of the installed vLLM's EngineArgs; None when vLLM is not importable here."""
+    import dataclasses
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    from vllm.engine.arg_utils import EngineArgs
+
+    return {f.name for f in dataclasses.fields(EngineArgs)}
 
 
 class TensorRTConfig(StrictModel):

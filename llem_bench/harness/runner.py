@@ -260,8 +260,7 @@ def _streaming(backend: Backend, workload: Workload) -> dict[str, Any]:
     if not hasattr(backend, "run_streaming_pass"):
         return {"reason": f"the {backend.name} backend does not stream yet"}
     summary = summarize_requests(backend.run_streaming_pass(workload))
-    summary["method"] = ("one extra pass after the cycles, outside the energy windows; every token stamped "
-                         "when it reaches the host (the copy waits for the step to finish)")
+    summary["method"] = "one extra pass after the cycles, outside the energy windows; " + backend.streaming_method
     return summary
 
 

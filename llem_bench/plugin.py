@@ -15,17 +15,13 @@ from llem_bench.backends import load_key
 from llem_bench.config.backends import BACKENDS
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.preflight import preflight
-from llem_bench.config.study import Experiment, Study, load_study
-from llem_bench.energy.meter import make_energy_meter
-from llem_bench.harness.pool import BackendPool
-from llem_bench.harness.runner import failed_result, log, run_experiment
-from llem_bench.isolation.runner import RunnerSpec, check_interpreter, choose_runner, run_in_worker
-from llem_bench.results.environment import git_info
+from llem_bench.config.study import Experiment, load_study
 from llem_bench.results.compare import load_side
 from llem_bench.results.gate import gate_against_baseline
 from llem_bench.results.report import header, summary_rows, write_reports
-from llem_bench.results.schema import ExperimentResult
-from llem_bench.results.store import RunDir, new_run_id, utc_now
+from llem_bench.session import LlemSession
+
+EXIT_INTERRUPTED = 130  # what shells report for SIGINT; CI scripts can tell "stopped" from "failed"
 
 SESSION_KEY = pytest.StashKey["LlemSession"]()
 
@@ -45,62 +41,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where experiments run: inprocess, subprocess or venv:<python> (overrides "
                          "LLEM_RUNNER_<BACKEND> and the study's runners:)")
     group.addoption("--llem-timeout", dest="llem_timeout", type=float, default=3600.0, metavar="SECONDS",
-                    help="per-experiment limit for subprocess/venv runners; the worker's process group is "
+                    help="per-experiment limit for subprocess/venv/docker runners; the worker's process group is "
                          "killed (default: 3600)")
-
-
-class LlemSession:
-    def __init__(self, config: pytest.Config, study: Optional[Study], experiments: list[Experiment]):
-        self.config = config
-        self.study = study
-        self.experiments = experiments
-        self.pool = BackendPool()
-        self.run_dir: Optional[RunDir] = None
-        self.runners: dict[str, RunnerSpec] = {}
-        self.comparison = None
-        if study is not None:
-            for backend in dict.fromkeys(e.backend for e in experiments):
-                spec = choose_runner(backend, config.option.llem_runner, study.runners)
-                check_interpreter(spec, f"runner for {backend}")
-                self.runners[backend] = spec
-            workerinput = getattr(config, "workerinput", {})
-            run_id = workerinput.get("llem_run_id") or config.option.llem_run_id or \
-                new_run_id(git_info(config.rootpath).get("git_commit"))
-            self.run_dir = RunDir.create(Path(config.option.llem_out), study.study, run_id)
-
-    @property
-    def is_controller(self) -> bool:
-        return not hasattr(self.config, "workerinput")
-
-    def run(self, experiment: Experiment) -> ExperimentResult:
-        assert self.run_dir is not None
-        started = utc_now()
-        run_id = self.run_dir.path.name
-        runner = self.runners[experiment.backend]
-        log(f"{experiment.test_id}: starting ({runner})")
-        try:
-            if runner.kind == "inprocess":
-                backend, reused, load_s = self.pool.acquire(experiment.config)
-                result = run_experiment(
-                    experiment, backend,
-                    lambda ordinals, sampler=None: make_energy_meter(
-                        experiment.config.measurement.energy, ordinals, sampler),
-                    run_id=run_id, started_at=started, model_reused=reused, load_s=load_s,
-                    idle_before_load=self.pool.idle_before_load, timeseries_dir=self.run_dir.path / "timeseries",
-                )
-            else:
-                result = run_in_worker(runner, experiment, run_id=run_id, started_at=started,
-                                       log_path=self.run_dir.path / "logs" / f"{experiment.test_id}.log",
-                                       timeout_s=self.config.option.llem_timeout)
-        except Exception as exc:
-            self.pool.close()  # a failure may leave the backend in a bad state: reload next time
-            self.run_dir.write_result(failed_result(experiment, run_id, started, f"{type(exc).__name__}: {exc}"))
-            raise
-        path = self.run_dir.write_result(result)
-        log(f"{experiment.test_id}: result written to {path}")
-        if result.status != "ok":
-            raise RuntimeError(f"experiment failed in its worker: {result.error}")
-        return result
+    group.addoption("--llem-resume", dest="llem_resume", metavar="RUN_DIR",
+                    help="continue an interrupted run: experiments with a complete result there are skipped")
+    group.addoption("--llem-max-residual-mb", dest="llem_max_residual_mb", type=float, default=1024.0,
+                    metavar="MIB", help="GPU memory other processes may hold before an experiment (default 1024)")
+    group.addoption("--llem-residual", dest="llem_residual", choices=["warn", "fail"], default="warn",
+                    help="what to do above --llem-max-residual-mb (default warn)")
+    group.addoption("--llem-settle-s", dest="llem_settle_s", type=float, default=60.0, metavar="SECONDS",
+                    help="wait up to this long before each experiment for GPU power to return near the "
+                         "session's idle level; 0 disables (default 60)")
+    group.addoption("--llem-docker-shm", dest="llem_docker_shm", default="8g", metavar="SIZE",
+                    help="--shm-size of docker: runners (default 8g; vLLM needs a large one)")
+    group.addoption("--llem-docker-ipc-host", dest="llem_docker_ipc_host", action="store_true",
+                    help="use --ipc=host instead of --shm-size for docker: runners")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -116,6 +71,10 @@ def pytest_configure(config: pytest.Config) -> None:
             preflight(experiments, str(path))
         except ConfigError as exc:
             raise pytest.UsageError(f"invalid study:\n{exc}") from None
+    resume = config.getoption("llem_resume", None)
+    if resume and not (Path(resume) / "results").is_dir():
+        raise pytest.UsageError(f"--llem-resume: {resume} is not a run folder (no results/ inside); pass "
+                                "reports/<study>/<run-id>")
     try:
         config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
     except ConfigError as exc:
@@ -164,24 +123,40 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("llem_experiment", params)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group experiments that share load settings so the model loads once per group."""
-    def experiment_of(item: pytest.Item) -> Optional[Experiment]:
-        callspec = getattr(item, "callspec", None)
-        value = callspec.params.get("llem_experiment") if callspec else None
-        return value if isinstance(value, Experiment) else None
+def _experiment_of(item: pytest.Item) -> Optional[Experiment]:
+    callspec = getattr(item, "callspec", None)
+    value = callspec.params.get("llem_experiment") if callspec else None
+    return value if isinstance(value, Experiment) else None
 
-    slots = [i for i, item in enumerate(items) if experiment_of(item) is not None]
-    ordered = sorted((items[i] for i in slots), key=lambda it: load_key(experiment_of(it).config))
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group experiments that share load settings so the model loads once per group; on resume,
+    skip the experiments that already have a complete result."""
+    slots = [i for i, item in enumerate(items) if _experiment_of(item) is not None]
+    ordered = sorted((items[i] for i in slots), key=lambda it: load_key(_experiment_of(it).config))
     for slot, item in zip(slots, ordered):
         items[slot] = item
+    session = config.stash[SESSION_KEY]
+    for item in ordered:
+        reason = session.already_done.get(_experiment_of(item).test_id)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    llem = session.config.stash[SESSION_KEY]
+    if llem.run_dir is None or not llem.is_controller:
+        return
+    selected = [e.test_id for e in map(_experiment_of, session.items) if e is not None]
+    if selected:
+        llem.open_manifest(selected)
+    for problem in llem.resume_problems:
+        session.config.get_terminal_writer().line(f"llem-bench: {problem}", yellow=True)
 
 
 @pytest.fixture(scope="session")
 def llem_session(pytestconfig: pytest.Config) -> LlemSession:
-    session = pytestconfig.stash[SESSION_KEY]
-    yield session
-    session.pool.close()
+    return pytestconfig.stash[SESSION_KEY]
 
 
 @pytest.fixture
@@ -192,11 +167,17 @@ def llem_run(llem_session: LlemSession):
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     llem = session.config.stash.get(SESSION_KEY, None)
-    if llem is None or llem.run_dir is None or not llem.is_controller or not llem.run_dir.results_dir.is_dir():
+    if llem is None or llem.run_dir is None:
+        return
+    interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+    llem.close(interrupted)
+    if interrupted:
+        session.exitstatus = EXIT_INTERRUPTED
+    if not llem.is_controller or not llem.run_dir.results_dir.is_dir():
         return
     write_reports(llem.run_dir)
     baseline = session.config.option.llem_baseline
-    if baseline and llem.run_dir.read_results():
+    if baseline and not interrupted and llem.run_dir.read_results():
         llem.comparison = gate_against_baseline(baseline, llem.run_dir, llem.study.gates)
         if llem.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -31,11 +31,18 @@ LOG_TAIL_LINES = 30
 
 @dataclass(frozen=True)
 class RunnerSpec:
-    kind: str  # inprocess | subprocess | venv
+    kind: str  # inprocess | subprocess | venv | docker
     python: Optional[str] = None
+    image: Optional[str] = None
 
     def __str__(self) -> str:
-        return f"venv:{self.python}" if self.kind == "venv" else self.kind
+        return {"venv": f"venv:{self.python}", "docker": f"docker:{self.image}"}.get(self.kind, self.kind)
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    shm_size: str = "8g"
+    ipc_host: bool = False
 
 
 def parse_runner(text: str, where: str) -> RunnerSpec:
@@ -46,7 +53,13 @@ def parse_runner(text: str, where: str) -> RunnerSpec:
         if not python:
             raise ConfigError(f"{where}: 'venv:' needs an interpreter path, e.g. venv:.venv-vllm/bin/python")
         return RunnerSpec("venv", python)
-    raise ConfigError(f"{where}: unknown runner {text!r}; use inprocess, subprocess or venv:<path to python>")
+    if text.startswith("docker:"):
+        image = text[len("docker:"):]
+        if not image:
+            raise ConfigError(f"{where}: 'docker:' needs an image, e.g. docker:vllm/vllm-openai:v0.26.0")
+        return RunnerSpec("docker", image=image)
+    raise ConfigError(f"{where}: unknown runner {text!r}; use inprocess, subprocess, venv:<path to python> "
+                      "or docker:<image>")
 
 
 def choose_runner(backend: str, option: Optional[str], study_runners: dict[str, str]) -> RunnerSpec:
@@ -61,10 +74,15 @@ def choose_runner(backend: str, option: Optional[str], study_runners: dict[str, 
     return RunnerSpec("inprocess")
 
 
-def check_interpreter(spec: RunnerSpec, where: str) -> None:
+def check_runner(spec: RunnerSpec, where: str, need_gpus: bool = False) -> None:
+    """Pre-flight: fail before any experiment when the runner cannot work."""
     if spec.kind == "venv" and not (Path(spec.python).is_file() and os.access(spec.python, os.X_OK)):
         raise ConfigError(f"{where}: interpreter {spec.python!r} does not exist or is not executable "
                           "(create the venv first, see README)")
+    if spec.kind == "docker":
+        from llem_bench.isolation.docker import preflight
+
+        preflight(spec.image, need_gpus)
 
 
 class WorkerFailed(RuntimeError):
@@ -72,35 +90,54 @@ class WorkerFailed(RuntimeError):
 
 
 def run_in_worker(spec: RunnerSpec, experiment: Experiment, *, run_id: str, started_at: str,
-                  log_path: Path, timeout_s: Optional[float]) -> ExperimentResult:
+                  log_path: Path, timeout_s: Optional[float], docker: DockerOptions = DockerOptions()) -> ExperimentResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    series_dir = log_path.parent.parent / "timeseries"
+    series_dir.mkdir(parents=True, exist_ok=True)
+    container = f"llem-{os.getpid()}-{experiment.test_id}"[:120]
     with tempfile.TemporaryDirectory(prefix="llem-worker-") as tmp:
         request, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        if spec.kind == "docker":
+            from llem_bench.isolation.docker import SERIES_DIR, docker_command
+
+            os.chmod(tmp, 0o777)  # the container's user writes the result here
+            command = docker_command(spec.image, Path(tmp), PACKAGE_ROOT, series_dir, container,
+                                     docker.shm_size, docker.ipc_host)
+            series_in_worker = SERIES_DIR
+        else:
+            command = [spec.python, "-m", "llem_bench.isolation.worker", str(request), str(result_path)]
+            series_in_worker = str(series_dir)
         request.write_text(json.dumps({"experiment": experiment_to_json(experiment), "run_id": run_id,
-                                       "started_at": started_at,
-                                       "timeseries_dir": str(log_path.parent.parent / "timeseries")}))
+                                       "started_at": started_at, "timeseries_dir": series_in_worker}))
         env = dict(os.environ)
         # The other interpreter imports this very llem_bench, installed there or not.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([spec.python, "-m", "llem_bench.isolation.worker", str(request), str(result_path)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             try:
                 code = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
+                _stop(proc, spec, container)
                 raise WorkerFailed(f"timed out after {timeout_s:.0f} s; process group killed\n{_tail(log_path)}")
             except BaseException:  # Ctrl-C: take the worker and its children down with us
-                _kill_group(proc)
+                _stop(proc, spec, container)
                 raise
             finally:
-                _kill_group(proc)  # orphans (e.g. engine cores) must not keep the GPU
+                _stop(proc, spec, container)  # orphans (e.g. engine cores) must not keep the GPU
         if not result_path.is_file():
             raise WorkerFailed(f"worker exited with {_describe(code)} without a result\n{_tail(log_path)}")
         try:
             return ExperimentResult.model_validate_json(result_path.read_text())
         except ValidationError as exc:
             raise WorkerFailed(f"worker wrote an unreadable result: {exc}\n{_tail(log_path)}") from None
+
+
+def _stop(proc: subprocess.Popen, spec: RunnerSpec, container: str) -> None:
+    if spec.kind == "docker" and proc.poll() is None:
+        from llem_bench.isolation.docker import kill_container
+
+        kill_container(container)  # killing the docker CLI alone would leave the container running
+    _kill_group(proc)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

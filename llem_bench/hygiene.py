@@ -78,3 +78,35 @@ def session_idle_power() -> Optional[float]:
         samples.append(_power(nvml, handles))
         time.sleep(0.2)  # five readings over a second: the power field is a ~1 s average anyway
     return min(samples)
+
+
+def _ancestors(pid: int) -> set[int]:
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                pid = int(handle.read().rsplit(")", 1)[1].split()[1])  # field 4: ppid
+        except (OSError, ValueError, IndexError):
+            break
+    return seen
+
+
+def foreign_gpu_processes(handles: dict[str, Any]) -> list[str]:
+    """Compute processes on these GPUs that are neither this process nor its children (a vLLM
+    engine core is our child); any other one shares the GPU and the energy counter with us."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    mine = os.getpid()
+    found = []
+    for handle in handles.values():
+        try:
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        except Exception:
+            continue
+        for proc in procs:
+            if mine not in _ancestors(proc.pid):
+                found.append(f"{_process_name(proc.pid)} (pid {proc.pid})")
+    return found

@@ -134,7 +134,7 @@ def run_experiment(
         energy_available=meter.available, energy_reason=meter.reason, token_ok=token_check["ok"],
         cvs={n: metrics[n].cv if metrics[n] else None for n in CV_CHECKED},
         window_s=min(c["wall_time_s"] for c in cycles), throttling=power.get("throttle_reasons", []),
-        cross_check=power.get("cross_check"), other_processes=[],
+        cross_check=power.get("cross_check"), other_processes=_foreign_processes(meter),
     )
     return ExperimentResult(
         **base_result(experiment, run_id, started_at),
@@ -323,6 +323,12 @@ def _power_summary(samples: Any, cycles: list[dict], reason: Optional[str]) -> d
         "cross_check_instant": cross_check(sum(counter), sum(w["instant_energy_j"] for w in windows))
         if both and None not in [w["instant_energy_j"] for w in windows] else None,
     }
+
+
+def _foreign_processes(meter: EnergyMeter) -> list[str]:
+    from llem_bench.hygiene import foreign_gpu_processes
+
+    return foreign_gpu_processes(getattr(meter, "handles", {}))
 
 
 def _write_timeseries(samples: Any, folder: Optional[Path], test_id: str) -> Optional[str]:

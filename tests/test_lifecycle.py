@@ -90,3 +90,46 @@ def test_resume_of_a_folder_without_results_is_a_usage_error(project):
     result = project.runpytest_subprocess("--study", "study.yaml", "--llem-resume", "nowhere")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--llem-resume: nowhere is not a run folder*"])
+
+
+def worker_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if "llem_bench.isolation.worker" in cmdline and marker in os.readlink(f"/proc/{entry}/cwd"):
+                pids.append(int(entry))
+    return pids
+
+
+def test_a_worker_killed_with_sigkill_fails_only_its_experiment(project):
+    project.makefile(".yaml", kill=STUDY.replace("study: plug", "study: kill") +
+                     "experiments:\n  - {pytorch: {batch_size: 4}, measurement: {min_window_s: 600}}\n"
+                     "  - {pytorch: {batch_size: 3}}\n")
+    run = project.path / "out" / "kill" / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--study", "kill.yaml", "--llem-out", "out",
+                             "--llem-run-id", "r", "--llem-runner", "subprocess", "-p", "no:cacheprovider"],
+                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def long_one_running():
+            states = manifest(run)["experiments"] if (run / "manifest.json").is_file() else {}
+            return any("batch_size_4" in k and v["state"] == "running" for k, v in states.items()) \
+                and worker_pids(str(project.path))
+        assert wait_for(long_one_running, 240)
+        [pid] = worker_pids(str(project.path))
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out[-2000:]
+    assert "3 passed" in out and "1 failed" in out
+    results = {p.name: json.loads(p.read_text()) for p in (run / "results").glob("*.json")}
+    [failed] = [r for r in results.values() if r["status"] == "failed"]
+    assert "signal SIGKILL" in failed["error"] and "last" in failed["error"]  # with the worker's log tail
+    assert sum(r["status"] == "ok" for r in results.values()) == 3
+    states = sorted(e["state"] for e in manifest(run)["experiments"].values())
+    assert states == ["done", "done", "done", "failed"]

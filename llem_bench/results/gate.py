@@ -11,4 +11,7 @@ from llem_bench.results.store import RunDir, write_text_atomic
 def gate_against_baseline(baseline: str, run: RunDir, study_gates: dict) -> Comparison:
     comparison = compare_runs(load_side(Path(baseline)), load_side(run.path), gates_from(study_gates or None))
     write_text_atomic(run.path / "comparison.md", render_comparison_markdown(comparison))
+    from llem_bench.results.html import render_comparison_html
+
+    write_text_atomic(run.path / "comparison.html", render_comparison_html(comparison))
     return comparison

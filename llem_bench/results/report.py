@@ -37,15 +37,43 @@ def summary_rows(results: list[ExperimentResult]) -> list[list[str]]:
     rows = []
     for r in results:
         if r.status != "ok":
-            rows.append([r.test_id, "FAILED", *["" for _ in TABLE_METRICS]])
+            rows.append([r.test_id, "FAILED", *["" for _ in TABLE_METRICS], "invalid"])
             continue
         rows.append([r.test_id, "ok" if not r.warnings else f"ok ({len(r.warnings)} warning(s))",
-                     *[fmt_summary(r, m) for m in TABLE_METRICS]])
+                     *[fmt_summary(r, m) for m in TABLE_METRICS], r.validity.get("verdict", "")])
     return rows
 
 
 def header() -> list[str]:
-    return ["experiment", "status", *[f"{m} ({METRICS[m][0]})" for m in TABLE_METRICS]]
+    return ["experiment", "status", *[f"{m} ({METRICS[m][0]})" for m in TABLE_METRICS], "verdict"]
+
+
+def _ms(dist: dict | None, key: str) -> str:
+    return fmt(dist.get(key)) if dist else "n/a"
+
+
+def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Latency, prefill/decode and roofline tables, for the experiments that have them."""
+    ok = [r for r in results if r.status == "ok"]
+    tables = []
+    latency = [[r.test_id, _ms(r.latency.get("ttft_ms"), "p50"), _ms(r.latency.get("ttft_ms"), "p99"),
+                _ms(r.latency.get("itl_ms"), "p50"), _ms(r.latency.get("itl_ms"), "p99"),
+                _ms(r.latency.get("e2e_latency_ms"), "p50")] for r in ok if r.latency.get("ttft_ms")]
+    if latency:
+        tables.append(("Streaming latency (ms)", ["experiment", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
+                                                  "e2e p50"], latency))
+    phases = [[r.test_id, fmt(r.phases["prefill"].get("time_s")), fmt(r.phases["prefill"].get("energy_per_input_token_j")),
+               fmt(r.phases["decode"].get("time_s")), fmt(r.phases["decode"].get("energy_per_token_j"))]
+              for r in ok if "prefill" in r.phases]
+    if phases:
+        tables.append(("Prefill vs decode (per pass)", ["experiment", "prefill s", "prefill J/prompt token",
+                                                        "decode s", "decode J/token"], phases))
+    roofline = [[r.test_id, fmt(r.roofline.get("bound_tokens_per_s")), fmt(r.roofline.get("measured_decode_tokens_per_s")),
+                 f"{r.roofline['fraction']:.1%}"] for r in ok if r.roofline.get("fraction") is not None]
+    if roofline:
+        tables.append(("Decode memory-bandwidth roofline", ["experiment", "bound tok/s", "decode tok/s", "fraction"],
+                       roofline))
+    return tables
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
@@ -88,6 +116,15 @@ def render_markdown(summary: dict, results: list[ExperimentResult]) -> str:
         markdown_table(header(), summary_rows(results)),
         "",
     ]
+    for title, head, rows in detail_tables(results):
+        lines += [f"## {title}", "", markdown_table(head, rows), ""]
+    notes = report_notes(summary, results)
+    if notes:
+        lines += ["## Notes", "", *notes, ""]
+    return "\n".join(lines)
+
+
+def report_notes(summary: dict, results: list[ExperimentResult]) -> list[str]:
     notes = []
     for r in results:
         if r.status != "ok":
@@ -101,10 +138,10 @@ def render_markdown(summary: dict, results: list[ExperimentResult]) -> str:
         notes.extend(f"- {r.test_id}: warning: {w}" for w in r.warnings)
         if r.synthetic:
             notes.append(f"- {r.test_id}: synthetic model (random weights of a real shape): {r.model}")
+        if r.validity.get("verdict") == "invalid":
+            notes.append(f"- **{r.test_id}** is invalid: {'; '.join(r.validity.get('reasons', []))}")
     notes.extend(f"- {p}" for p in summary["unreadable_results"])
-    if notes:
-        lines += ["## Notes", "", *dict.fromkeys(notes), ""]
-    return "\n".join(lines)
+    return list(dict.fromkeys(notes))
 
 
 def write_reports(run: RunDir) -> Optional[dict]:
@@ -115,4 +152,9 @@ def write_reports(run: RunDir) -> Optional[dict]:
     summary = study_summary(run, results, problems)
     write_json_atomic(run.path / "study.json", summary)
     write_text_atomic(run.path / "report.md", render_markdown(summary, results))
+    from llem_bench.results.html import render_report_html
+
+    page = render_report_html(summary, results, run.path, header(), summary_rows(results),
+                              report_notes(summary, results))
+    write_text_atomic(run.path / "report.html", page)
     return summary

@@ -9,7 +9,7 @@ import copy
 
 import pytest
 
-vllm = pytest.importorskip("vllm", reason="vLLM is not installed in this interpreter (CI runs this in .venv-vllm)")
+vllm = pytest.importorskip("vllm.engine.arg_utils", reason="vLLM is not installed in this interpreter (CI runs this in .venv-vllm)")
 
 from llem_bench.backends.vllm import VLLMBackend  # noqa: E402
 from llem_bench.config.introspect import backend_fields  # noqa: E402

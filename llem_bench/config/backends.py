@@ -200,7 +200,10 @@ def installed_engine_args() -> Optional[set[str]]:
     import dataclasses
     import importlib.util
 
-    if importlib.util.find_spec("vllm") is None:
+    try:  # "vllm.engine", not "vllm": a folder named vllm on sys.path would pass for the package
+        if importlib.util.find_spec("vllm.engine") is None:
+            return None
+    except ImportError:
         return None
     from vllm.engine.arg_utils import EngineArgs
 

@@ -99,6 +99,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    from llem_bench.config.introspect import render_params
+
+    try:
+        print(render_params(args.backend, as_json=args.json))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from llem_bench.config.coverage import render_coverage
+
+    print(render_coverage(args.backend))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from llem_bench.doctor import doctor_report, render_doctor
 
@@ -130,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["pytest-benchmark", "github-action-benchmark", "csv"], required=True)
     export.add_argument("--out", required=True, help="file (folder for github-action-benchmark)")
     export.set_defaults(func=cmd_export)
+    params = sub.add_parser("params", help="every config field of a backend: type, default, range, upstream, effect")
+    params.add_argument("backend", choices=["pytorch", "vllm", "tensorrt", "common"])
+    params.add_argument("--json", action="store_true", help="machine-readable output")
+    params.set_defaults(func=cmd_params)
+    cov = sub.add_parser("coverage", help="energy-relevant upstream parameters we model, and those we do not")
+    cov.add_argument("backend", choices=["pytorch", "vllm"])
+    cov.set_defaults(func=cmd_coverage)
     doctor = sub.add_parser("doctor", help="what this machine can measure, and why not")
     doctor.set_defaults(func=cmd_doctor)
     return parser

@@ -1,42 +1,139 @@
-"""VLLMConfig validation (pure config; the engine itself runs in the vllm-cpu CI tier)."""
+"""VLLMConfig validation and the vLLM backend's pure logic (no vLLM needed: the engine itself runs
+in the vllm-cpu CI tier, benchmarks/vllm)."""
+
+import sys
+import types
+from types import SimpleNamespace
 
 import pytest
 
+import llem_bench.config.backends as backends
 from llem_bench.backends.vllm import VLLMBackend
 from llem_bench.config import ConfigError
 from llem_bench.config.study import parse_study
+from llem_bench.workload.prompts import Workload
 
 
-def vllm_experiment(**section):
-    return parse_study({"study": "v", "backend": "vllm", "model": "synthetic:tiny",
-                        "backends": {"vllm": section}})[1][0].config
+def vllm_experiment(section=None, **top):
+    raw = {"study": "v", "backend": "vllm", "model": "synthetic:tiny", "backends": {"vllm": section or {}}, **top}
+    return parse_study(raw)[1][0].config
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"swap_space": 4}, "swap_space is not an EngineArgs field in vLLM 0.26 or 0.32"),
-    ({"passthrough": {"swap_space": 4}}, "use cpu_offload_gb for weights or kv_offloading_size"),
+    ({"swap_space": 4}, "swap_space is not an EngineArgs field in vLLM 0.32"),
+    ({"passthrough": {"swap_space": 4}}, "Offload weights with vllm.cpu_offload_gb, the KV cache with vllm.kv_offloading_size"),
+    ({"num_scheduler_steps": 8}, "num_scheduler_steps (multi-step scheduling) is not an EngineArgs field in vLLM 0.32"),
+    ({"passthrough": {"speculative_model": "x"}}, "use vllm.speculative_config"),
+    ({"dtype": "float16"}, "dtype cannot be set in the vllm section: dtype is set at the study's top level"),
+    ({"passthrough": {"disable_log_stats": True}}, "per-request metrics need it"),
     ({"passthrough": {"max_num_seqs": 4}}, "'max_num_seqs' is a modelled field: set vllm.max_num_seqs"),
     ({"block_size": 0}, "backends.vllm.block_size: Input should be greater than or equal to 1"),
-    ({"kv_cache_dtype": "fp4"}, "Input should be 'auto', 'bfloat16', 'fp8', 'fp8_e4m3' or 'fp8_e5m2'"),
+    ({"kv_cache_dtype": "fp4"}, "Input should be 'auto', 'float16', 'bfloat16', 'fp8'"),
     ({"gpu_memory_utilization": 1.5}, "less than or equal to 1"),
     ({"max_num_seq": 4}, "Did you mean 'max_num_seqs'?"),
     ({"compilation": {"mode": 7}}, "backends.vllm.compilation.mode"),
+    ({"compilation": {"cudagraph_capture_sizes": [0]}}, "greater than or equal to 1"),
+    ({"max_loras": 2}, "max_loras only apply with enable_lora: true"),
+    ({"compilation": {"mode": 0}, "passthrough": {"compilation_config": {"mode": 3}}}, "use one of them"),
 ])
 def test_bad_vllm_settings_name_the_field_and_the_fix(section, message):
-    with pytest.raises(ConfigError, match=None) as info:
-        vllm_experiment(**section)
+    with pytest.raises(ConfigError) as info:
+        vllm_experiment(section)
     assert message in str(info.value)
+
+
+def test_passthrough_is_checked_against_the_installed_engine_args(monkeypatch):
+    monkeypatch.setattr(backends, "installed_engine_args", lambda: frozenset({"stream_interval", "max_logprobs"}))
+    assert vllm_experiment({"passthrough": {"stream_interval": 2}}).vllm.passthrough == {"stream_interval": 2}
+    with pytest.raises(ConfigError, match="passthrough key 'stream_intervall' is not an EngineArgs field of the "
+                                          "installed vLLM. Did you mean 'stream_interval'?"):
+        vllm_experiment({"passthrough": {"stream_intervall": 2}})
+
+
+def test_passthrough_is_not_checked_without_vllm(monkeypatch):
+    monkeypatch.setattr(backends, "installed_engine_args", lambda: None)
+    assert vllm_experiment({"passthrough": {"anything_new": 1}}).vllm.passthrough == {"anything_new": 1}
 
 
 def test_only_what_the_study_sets_reaches_the_engine():
     backend = VLLMBackend()
-    config = vllm_experiment(max_num_seqs=8, enable_prefix_caching=False, compilation={"mode": 3})
+    config = vllm_experiment({"max_num_seqs": 8, "enable_prefix_caching": False, "compilation": {"mode": 3},
+                              "passthrough": {"stream_interval": 1}})
     kwargs = backend.engine_kwargs(config, "/models/x")
     assert kwargs["max_num_seqs"] == 8 and kwargs["enable_prefix_caching"] is False
-    assert kwargs["compilation_config"] == {"mode": 3}
+    assert kwargs["compilation_config"] == {"mode": 3} and kwargs["stream_interval"] == 1
+    assert (kwargs["model"], kwargs["tokenizer"], kwargs["dtype"]) == ("/models/x", "/models/x", "auto")
     assert "block_size" not in kwargs and "quantization" not in kwargs  # None = vLLM's own default
+    assert "reuse_prefix_cache" not in kwargs and "min_p" not in kwargs  # not engine arguments
     assert kwargs["disable_log_stats"] is False and kwargs["seed"] == 0
     # on a CPU the KV cache is sized from RAM: a safe default fraction unless the study sized it
     assert kwargs["gpu_memory_utilization"] == 0.3 and kwargs["enforce_eager"] is True
-    sized = backend.engine_kwargs(vllm_experiment(kv_cache_memory_bytes=2**28), "/m")
-    assert "gpu_memory_utilization" not in sized
+    assert backend.applied_defaults == {"gpu_memory_utilization": 0.3, "enforce_eager": True}
+    sized = backend.engine_kwargs(vllm_experiment({"kv_cache_memory_bytes": 2**28, "enforce_eager": False}), "/m")
+    assert "gpu_memory_utilization" not in sized and sized["enforce_eager"] is False
+    assert backend.applied_defaults == {}
+
+
+class FakeSamplingParams:
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+
+class FakeLLM:
+    """Just enough of vllm.LLM for run_pass: records resets, answers every prompt with N tokens."""
+
+    def __init__(self):
+        self.resets = 0
+
+    def reset_prefix_cache(self):
+        self.resets += 1
+        return True
+
+    def generate(self, prompts, sampling, use_tqdm):
+        assert use_tqdm is False and all(set(p) == {"prompt_token_ids"} for p in prompts)
+        metrics = SimpleNamespace(arrival_time=1.0, queued_ts=2.0, scheduled_ts=2.1, first_token_ts=2.2,
+                                  last_token_ts=2.5, first_token_latency=0.2,
+                                  num_generation_tokens=sampling.max_tokens, num_preemptions=0)
+        return [SimpleNamespace(request_id=str(i), metrics=metrics, num_cached_tokens=0,
+                                outputs=[SimpleNamespace(token_ids=list(range(sampling.max_tokens)))])
+                for i in range(len(prompts))]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=FakeSamplingParams))
+
+
+@pytest.mark.parametrize("decoding, expected", [
+    ({}, {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}),
+    ({"preset": "sampling", "temperature": 0.7, "top_p": 0.9, "top_k": 50},
+     {"temperature": 0.7, "top_p": 0.9, "top_k": 50}),
+])
+def test_sampling_params_force_the_output_length(fake_vllm, decoding, expected):
+    backend = VLLMBackend()
+    backend.configure(vllm_experiment(workload={"output_tokens": 12}, decoding=decoding))
+    sampling = backend.sampling
+    assert (sampling.max_tokens, sampling.min_tokens, sampling.ignore_eos) == (12, 12, True)
+    assert {k: getattr(sampling, k) for k in expected} == expected
+    assert sampling.detokenize is False and sampling.n == 1
+
+
+def test_run_pass_resets_the_cache_and_keeps_vllm_request_timing(fake_vllm):
+    backend = VLLMBackend()
+    backend.configure(vllm_experiment(workload={"output_tokens": 5}))
+    backend.llm = FakeLLM()
+    workload = Workload(prompt_token_ids=[[0, 5, 6], [0, 7]], output_tokens=5, source="test")
+    for _ in range(2):
+        assert backend.run_pass(workload).output_tokens == [5, 5]
+    assert backend.llm.resets == 2
+    timing = backend.last_pass_latency[0]
+    assert timing["first_token_ts"] == 2.2 and timing["output_tokens"] == 5 and timing["num_cached_tokens"] == 0
+    assert "itl" not in " ".join(timing)  # vLLM gives no per-token stamps here; none are made up
+
+
+def test_reuse_prefix_cache_skips_the_reset(fake_vllm):
+    backend = VLLMBackend()
+    backend.configure(vllm_experiment({"reuse_prefix_cache": True}, workload={"output_tokens": 3}))
+    backend.llm = FakeLLM()
+    backend.run_pass(Workload(prompt_token_ids=[[0, 5]], output_tokens=3, source="test"))
+    assert backend.llm.resets == 0

@@ -1,5 +1,7 @@
-"""One check per PyTorch-backend field: set a non-default value, read back from the live
-transformers objects that it took effect, against the default built the same way."""
+"""One check per PyTorch-backend field (plus the shared fields generate() uses): build the real
+backend on synthetic:tiny with a non-default value, read back from the live transformers objects
+what was used, and compare with a default-built backend read the same way (defaults are read,
+not hard-coded). Runs without --study: `pytest benchmarks -k wiring`."""
 
 import copy
 
@@ -16,10 +18,26 @@ pytestmark = [pytest.mark.wiring, pytest.mark.pytorch]
 
 BASE = {"study": "wiring", "model": "synthetic:tiny", "backend": "pytorch", "dtype": "float32",
         "workload": {"num_prompts": 4, "max_input_tokens": 16, "output_tokens": 6}}
+COMMON = ["dtype", "workload.output_tokens", "workload.ignore_eos", "decoding.preset", "decoding.temperature",
+          "decoding.top_p", "decoding.top_k", "decoding.repetition_penalty"]
+# Fields that only act with decoding.preset: sampling (both sides of the comparison use it).
+NEEDS_SAMPLING = {"decoding.temperature", "decoding.top_p", "decoding.top_k", "pytorch.min_p"}
+# Generation attribute each shared field lands on.
+GENERATION_ATTR = {"decoding.preset": "do_sample", "decoding.temperature": "temperature", "decoding.top_p": "top_p",
+                   "decoding.top_k": "top_k", "decoding.repetition_penalty": "repetition_penalty"}
+CPU_SKIPS = {
+    "pytorch.device": "on a CPU-only machine 'auto' already resolves to cpu, so no value differs from the default "
+                      "here; cuda needs a GPU",
+    "pytorch.device_map": "on one CPU every map places the model where the default does, and transformers records "
+                          "hf_device_map only for multi-device maps: needs a multi-GPU machine",
+    "pytorch.compile_mode": "torch.compile keeps no public record of its mode on the compiled wrapper; the value is "
+                            "passed to torch.compile(mode=) only",
+}
 _LOADED: dict[str, PyTorchBackend] = {}
 
 
 def backend_for(**overrides) -> tuple[PyTorchBackend, object]:
+    """A loaded and configured backend; one load per distinct set of load settings (module cache)."""
     raw = copy.deepcopy(BASE)
     for dotted, value in overrides.items():
         if dotted.startswith("pytorch."):
@@ -40,8 +58,22 @@ def backend_for(**overrides) -> tuple[PyTorchBackend, object]:
     return backend, config
 
 
-def batch_widths(backend, config) -> list[int]:
-    """Behavioural probe: the batch sizes generate() really received."""
+@pytest.fixture(scope="module", autouse=True)
+def close_backends():
+    yield
+    for backend in _LOADED.values():
+        backend.close()
+    _LOADED.clear()
+
+
+def gen(backend):
+    """The GenerationConfig generate() really uses (the backend installs it on the model)."""
+    assert backend.model.generation_config is backend.generation_config
+    return backend.model.generation_config
+
+
+def run_widths(backend, config) -> tuple[list[int], list[int]]:
+    """Behavioural probe: the batch widths generate() received, and the output tokens per request."""
     widths, original = [], backend.model.generate
 
     def spy(*args, **kwargs):
@@ -53,70 +85,84 @@ def batch_widths(backend, config) -> list[int]:
         out = backend.run_pass(prepare_workload(config.workload, backend.tokenizer))
     finally:
         backend.model.generate = original
-    assert out.output_tokens == [config.workload.output_tokens] * config.workload.num_prompts
-    return widths
+    return widths, out.output_tokens
 
 
-def gen(backend):
-    return backend.model.generation_config
+def stops_at_eos(backend, config) -> int:
+    """Behavioural probe: make the token the model emits first the EOS; returns the generated length.
+    With ignore_eos (min_new_tokens = output_tokens) the EOS cannot stop generation."""
+    ids = prepare_workload(config.workload, backend.tokenizer).prompt_token_ids[0]
+    input_ids = torch.tensor([ids], device=backend.model.device)
+    probe = copy.deepcopy(backend.generation_config)
+    probe.max_new_tokens, probe.min_new_tokens = 1, 0
+    with torch.inference_mode():
+        first = int(backend.model.generate(input_ids=input_ids, generation_config=probe)[0, -1])
+        forced = copy.deepcopy(backend.generation_config)
+        forced.eos_token_id = first
+        out = backend.model.generate(input_ids=input_ids, generation_config=forced)
+    return out.shape[1] - input_ids.shape[1]
+
+
+def is_compiled(backend) -> bool:
+    return hasattr(backend.model.forward, "_torchdynamo_orig_callable") or \
+        "OptimizedModule" in type(backend.model.forward).__name__
 
 
 CHECKS = {
-    "pytorch.batch_size": lambda b, c: batch_widths(b, c),
-    "pytorch.device_map": lambda b, c: getattr(b.model, "hf_device_map", None),
+    "dtype": lambda b, c: str(b.model.dtype),
+    "pytorch.batch_size": lambda b, c: run_widths(b, c)[0],
     "pytorch.attn_implementation": lambda b, c: b.model.config._attn_implementation,
-    "pytorch.torch_compile": lambda b, c: type(b.model.forward).__name__ + ":" + str(
-        hasattr(b.model.forward, "_torchdynamo_orig_callable") or "Compiled" in type(b.model.forward).__name__
-        or getattr(b.model.forward, "__wrapped__", None) is not None),
-    "pytorch.use_cache": lambda b, c: (gen(b).use_cache, batch_widths(b, c)),
-    "pytorch.cache_implementation": lambda b, c: (gen(b).cache_implementation, batch_widths(b, c)),
-    "pytorch.num_beams": lambda b, c: (gen(b).num_beams, batch_widths(b, c)),
-    "workload.output_tokens": lambda b, c: (gen(b).max_new_tokens, batch_widths(b, c)),
-    "workload.ignore_eos": lambda b, c: gen(b).min_new_tokens,
-    "decoding.preset": lambda b, c: gen(b).do_sample,
-    "decoding.repetition_penalty": lambda b, c: gen(b).repetition_penalty,
-    "dtype": lambda b, c: str(next(b.model.parameters()).dtype),
-}
-SAMPLING = {"decoding.temperature": "temperature", "decoding.top_p": "top_p", "decoding.top_k": "top_k"}
-CPU_SKIPS = {
-    "pytorch.device": "on a CPU-only machine 'auto' already resolves to cpu; the change to cuda is only visible on a GPU",
-    "pytorch.compile_mode": "torch.compile keeps no public record of its mode; the value is passed to torch.compile",
-    "pytorch.device_map": "on one CPU every map places the model where the default does, and transformers records "
-                          "hf_device_map only for multi-device maps: check on a multi-GPU machine",
+    "pytorch.torch_compile": lambda b, c: (is_compiled(b), run_widths(b, c)[1]),
+    # use_cache off must still produce every requested token (it only recomputes the prefix)
+    "pytorch.use_cache": lambda b, c: (gen(b).use_cache, run_widths(b, c)[1]),
+    "pytorch.cache_implementation": lambda b, c: (gen(b).cache_implementation, run_widths(b, c)[1]),
+    "pytorch.num_beams": lambda b, c: (gen(b).num_beams, run_widths(b, c)[1]),
+    "pytorch.prompt_lookup_num_tokens": lambda b, c: (gen(b).prompt_lookup_num_tokens, run_widths(b, c)[1]),
+    "workload.output_tokens": lambda b, c: (gen(b).max_new_tokens, run_widths(b, c)[1]),
+    "workload.ignore_eos": lambda b, c: (gen(b).min_new_tokens, stops_at_eos(b, c)),
 }
 
 
 def cases():
-    out = [("dtype", "bfloat16")]
-    for f in backend_fields("pytorch"):
-        out.append((f.key, f.test_value))
-    for f in backend_fields("common"):
-        if f.key in CHECKS or f.key in SAMPLING:
-            out.append((f.key, f.test_value))
-    return [pytest.param(key, value, id=key) for key, value in out if key != "pytorch.passthrough"]
+    keys = ["dtype"] + [f.key for f in backend_fields("pytorch") if f.name != "passthrough"] + COMMON[1:]
+    values = {f.key: f.test_value for f in backend_fields("pytorch") + backend_fields("common")}
+    values["dtype"] = "bfloat16"
+    return [pytest.param(key, values[key], id=key) for key in dict.fromkeys(keys)]
+
+
+def probe_for(key: str):
+    if key in CHECKS:
+        return CHECKS[key]
+    field = next((f for f in backend_fields("pytorch") + backend_fields("common") if f.key == key), None)
+    upstream = (field.upstream or "") if field else ""
+    attr = GENERATION_ATTR.get(key) or (upstream.split(".", 1)[1] if upstream.startswith("GenerationConfig.") else None)
+    if attr is None:
+        return None
+    return lambda b, c: getattr(gen(b), attr)
 
 
 @pytest.mark.parametrize("key, value", cases())
 def test_field_reaches_transformers(key, value):
     if key in CPU_SKIPS:
         pytest.skip(CPU_SKIPS[key])
-    extra = {"decoding.preset": "sampling"} if key in SAMPLING else {}
+    probe = probe_for(key)
+    assert probe is not None, f"{key} has no wiring check: add a read-back to CHECKS in {__file__}"
+    extra = {"decoding.preset": "sampling"} if key in NEEDS_SAMPLING else {}
     default_backend, default_config = backend_for(**extra)
-    if key in SAMPLING:
-        before = getattr(gen(default_backend), SAMPLING[key])
-        changed_backend, _ = backend_for(**extra, **{key: value})
-        after = getattr(gen(changed_backend), SAMPLING[key])
-        assert after == value and after != before
-        return
-    probe = CHECKS[key]
     before = probe(default_backend, default_config)
-    changed_backend, changed_config = backend_for(**{key: value})
+    changed_backend, changed_config = backend_for(**extra, **{key: value})
     after = probe(changed_backend, changed_config)
     assert after != before, f"{key}={value!r} did not change what transformers used ({before!r})"
+    if key not in CHECKS:  # a plain GenerationConfig attribute: it must hold the value asked for
+        expected = {"decoding.preset": value == "sampling"}.get(key, value)
+        assert after == expected, f"{key}={value!r} reached generate() as {after!r}"
+    if key == "workload.ignore_eos":
+        assert after[1] == 1 and before[1] == default_config.workload.output_tokens
 
 
-def test_passthrough_reaches_generate():
-    backend, _ = backend_for(**{"pytorch.passthrough": {"generate": {"no_repeat_ngram_size": 3}}})
-    assert gen(backend).no_repeat_ngram_size == 3
+def test_passthrough_reaches_generate_and_from_pretrained():
+    backend, _ = backend_for(**{"pytorch.passthrough": {"generate": {"no_repeat_ngram_size": 3},
+                                                        "from_pretrained": {"attn_implementation": "eager"}}})
     default, _ = backend_for()
-    assert gen(default).no_repeat_ngram_size != 3
+    assert gen(backend).no_repeat_ngram_size == 3 != gen(default).no_repeat_ngram_size
+    assert backend.model.config._attn_implementation == "eager" != default.model.config._attn_implementation

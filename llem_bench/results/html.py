@@ -1,80 +1,177 @@
-"""report.html and comparison.html: self-contained pages (inline CSS, figures as data URIs)."""
+"""report.html and comparison.html: self-contained pages (inline CSS, figures as base64 PNG data
+URIs; no JavaScript, nothing fetched)."""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from llem_bench.results import plots
 from llem_bench.results.schema import ExperimentResult
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}.bad{color:#b00}.warn{color:#a60}
-img{max-width:100%;border:1px solid #eee;margin:6px 0}code{background:#f6f6f6}"""
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1250px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}.bad{color:#b00;font-weight:bold}
+.warn{color:#a60}.good{color:#070}img{max-width:100%;border:1px solid #eee;margin:6px 0}
+code{background:#f6f6f6}.caption{font-size:13px;color:#444}li{margin:2px 0}"""
+
+VERDICT_CLASS = {"valid": "good", "warning": "warn", "invalid": "bad", "FAILED": "bad",
+                 "improved": "good", "unchanged": "", "inconclusive": "warn", "regressed": "warn",
+                 "REGRESSED": "bad"}
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _cell(value: Any) -> str:
+    cls = VERDICT_CLASS.get(str(value), "")
+    return f"<td class='{cls}'>{esc(value)}</td>" if cls else f"<td>{esc(value)}</td>"
+
+
+def table(head: list[str], rows: list[list[Any]]) -> str:
+    cells = "".join(f"<th>{esc(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def _img(png: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png}">'
+def img(png: str, alt: str) -> str:
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{png}">'
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body>" + "".join(body) + "</body></html>\n")
+
+
+def _environment(env: dict[str, Any]) -> str:
+    nvml = env.get("nvml") or {}
+    gpus = ", ".join(sorted({g["name"] for g in nvml.get("gpus", [])})) if nvml.get("available") else "none"
+    driver = f", driver {nvml.get('driver')}, CUDA {nvml.get('cuda_driver')}" if nvml.get("available") else ""
+    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
+    dirty = " (dirty)" if env.get("git_dirty") else ""
+    return (f"<ul><li>commit <code>{esc(env.get('git_commit') or 'unknown')}</code>{dirty}</li>"
+            f"<li>host {esc(env.get('host'))}; CPU {esc(env.get('cpu'))}; GPUs {esc(gpus)}{esc(driver)}</li>"
+            f"<li>packages: {esc(packages)}</li></ul>")
 
 
 def render_report_html(summary: dict[str, Any], results: list[ExperimentResult], run_dir: Path,
-                       head: list[str], rows: list[list[str]], notes: list[str]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(summary['study'])}</title>",
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>{html.escape(summary['study'])}: run {html.escape(summary['run_id'])}</h1>",
-             f"<p>commit <code>{html.escape(str(summary['environment'].get('git_commit')))}</code>, "
-             f"{len(results)} experiment(s). Values are mean ± 95% CI half-width over the cycles.</p>",
-             _table(head, rows)]
-    png, caption = plots.energy_vs_throughput(results)
-    parts += ["<h2>Energy per token against throughput</h2>", _img(png, caption), f"<p>{html.escape(caption)}</p>"]
-    bars = plots.bars_per_axis(results)
-    if bars:
-        parts.append("<h2>Throughput per sweep axis</h2>")
-        parts += [f"<h3>{html.escape(key)}</h3>" + _img(png, key) for key, png in bars]
-    series = [(r, plots.power_timeseries(run_dir / r.timeseries, r.test_id)) for r in results if r.timeseries]
-    if any(png for _, png in series):
-        parts.append("<h2>GPU power over time</h2><p>Shaded: idle, warmup, measured windows, prefill window.</p>")
-        parts += [_img(png, r.test_id) for r, png in series if png]
+                       head: list[str], rows: list[list[str]], notes: list[str],
+                       tables: Optional[list[tuple[str, list[str], list[list[str]]]]] = None) -> str:
+    """The run's page: experiment table, detail tables (latency, prefill/decode, roofline), the
+    energy/throughput scatter, bars per sweep axis, power timeseries, then warnings and reasons."""
+    title = f"{summary['study']}: run {summary['run_id']}"
+    ok = sum(r.status == "ok" for r in results)
+    body = [f"<h1>{esc(title)}</h1>", _environment(summary.get("environment") or {}),
+            f"<p>{len(results)} experiment(s), {ok} ok. Values are mean ± 95% CI half-width over the measured "
+            "cycles; n/a means not measured (the reason is under Notes).</p>",
+            "<h2>Experiments</h2>", table(head, rows)]
+    for name, tab_head, tab_rows in tables or []:
+        body += [f"<h2>{esc(name)}</h2>", table(tab_head, tab_rows)]
+
+    measured = [r for r in results if r.status == "ok"]
+    if measured:
+        png, caption = plots.energy_vs_throughput(measured)
+        body += ["<h2>Energy per output token against throughput</h2>", img(png, caption),
+                 f"<p class='caption'>{esc(caption)}</p>"]
+        bars = plots.bars_per_axis(measured)
+        if bars:
+            body.append("<h2>Per sweep axis</h2><p class='caption'>Grouped by the settings that differ between "
+                        "the experiments (from what the study wrote); one bar per series.</p>")
+            body += [img(png, f"by {axis}") for axis, png in bars]
+
+    figures, missing = [], []
+    for r in results:
+        png = plots.power_timeseries(run_dir / r.timeseries, r.test_id) if r.timeseries else None
+        if png:
+            figures.append(img(png, f"power of {r.test_id}"))
+        else:
+            why = (f"{r.timeseries} not found" if r.timeseries else
+                   (r.power.get("reason") or r.energy.get("reason") or "no timeseries recorded"))
+            missing.append(f"{r.test_id}: {why}")
+    body.append("<h2>GPU power over time</h2>")
+    if figures:
+        body.append("<p class='caption'>Power summed over the experiment's GPUs (NVML, downsampled for the "
+                    "page). Shaded: resident idle, warmup, each measured window, the prefill window.</p>")
+        body += figures
+    if missing:
+        body.append("<p class='caption'>No power timeseries for:</p><ul>"
+                    + "".join(f"<li>{esc(m)}</li>" for m in missing) + "</ul>")
+
     if notes:
-        parts += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n.lstrip('- '))}</li>" for n in notes] + ["</ul>"]
-    return "".join(parts) + "</body></html>"
+        body.append("<h2>Notes: failures, warnings, unavailable metrics</h2><ul>")
+        body += [f"<li>{esc(n[2:] if n.startswith('- ') else n).replace('**', '')}</li>" for n in notes]
+        body.append("</ul>")
+    return _page(title, body)
+
+
+# --- comparison ---------------------------------------------------------------------------------
+
+def _num(value: Optional[float]) -> str:
+    from llem_bench.results.report import fmt
+
+    return fmt(value)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:+.1f}%"
+
+
+def _ci(c: Any) -> str:
+    if c.ci95 is None or c.ci95_pct is None:
+        return "n/a"
+    return f"{_num(c.ci95[0])} .. {_num(c.ci95[1])} ({_pct(c.ci95_pct[0])} .. {_pct(c.ci95_pct[1])})"
 
 
 def render_comparison_html(comparison: Any) -> str:
-    from llem_bench.results.compare import render_comparison_markdown
+    """A `compare.Comparison` as a page: warnings, a table per experiment (baseline, candidate,
+    delta, 95% CI of the difference, Welch p, verdict), why metrics were not compared, GATE line."""
+    from llem_bench.harness.metrics import METRICS
 
-    # The markdown is the reference rendering; the page shows it with tables turned into HTML.
-    lines = render_comparison_markdown(comparison).splitlines()
-    out, table = [f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title><style>{STYLE}</style>"
-                  "</head><body>"], []
+    regressions = comparison.regressions
+    gate = f"GATE: FAIL ({len(regressions)} regression{'s' if len(regressions) != 1 else ''})" if regressions \
+        else "GATE: PASS"
+    body = ["<h1>Comparison: baseline vs candidate</h1>",
+            f"<h2 class='{'bad' if regressions else 'good'}'>{esc(gate)}</h2>"]
+    if comparison.warnings:
+        body.append("<ul>" + "".join(f"<li class='warn'>WARNING: {esc(w)}</li>" for w in comparison.warnings)
+                    + "</ul>")
+    if comparison.only_base:
+        body.append(f"<p class='warn'>Only in the baseline: {esc(', '.join(comparison.only_base))}</p>")
+    if comparison.only_cand:
+        body.append(f"<p class='warn'>Only in the candidate: {esc(', '.join(comparison.only_cand))}</p>")
+    if comparison.gates:
+        gates = ", ".join(f"{m} ±{t * 100:g}%" for m, t in comparison.gates.items())
+        body.append(f"<p class='caption'>Gated metrics (marked *; only they can fail the gate): {esc(gates)}. "
+                    "Significant = Welch p &lt; 0.05 and |change| above the threshold; unchanged = the 95% CI of "
+                    "the change lies within ±threshold.</p>")
+    head = ["metric", "unit", "baseline", "candidate", "delta %", "95% CI of difference", "p", "verdict"]
+    for exp in comparison.experiments:
+        title = exp.test_id if exp.test_id == exp.base_test_id else f"{exp.test_id} (baseline {exp.base_test_id})"
+        body.append(f"<h2>{esc(title)}</h2>")
+        if exp.failure:
+            body.append(f"<p class='bad'>REGRESSION: {esc(exp.failure)}</p>")
+        rows = []
+        for metric, c in exp.metrics.items():
+            gated = exp.gated.get(metric)
+            verdict = c.verdict.upper() if c.verdict == "regressed" and gated else c.verdict
+            rows.append([f"{metric} (±{c.threshold * 100:g}%){'*' if gated else ''}",
+                         METRICS.get(metric, ("",))[0], _num(c.base_mean), _num(c.cand_mean), _pct(c.delta_pct),
+                         _ci(c), "n/a" if c.p_value is None else f"{c.p_value:.3g}", verdict])
+        if rows:
+            body.append(table(head, rows))
+        notes = [f"{m}: not compared: {why}" for m, why in exp.skipped.items()]
+        notes += [f"{m}: inconclusive: {c.reason}" for m, c in exp.metrics.items() if c.reason]
+        if notes:
+            body.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    body.append(f"<p class='{'bad' if regressions else 'good'}'>{esc(gate)}</p>")
+    return _page("comparison", body)
 
-    def flush() -> None:
-        if table:
-            rows = [[c.strip() for c in line.strip("|").split("|")] for line in table if not set(line) <= set("|-: ")]
-            out.append(_table(rows[0], rows[1:]))
-            table.clear()
 
-    for line in lines:
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("# "):
-            out.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            out.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("GATE:"):
-            cls = "bad" if "FAIL" in line else ""
-            out.append(f"<h2 class='{cls}'>{html.escape(line)}</h2>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line.lstrip('- '))}</p>")
-    flush()
-    return "".join(out) + "</body></html>"
+def render_error_html(summary: dict[str, Any], head: list[str], rows: list[list[str]], error: BaseException) -> str:
+    """The page when the figures could not be drawn: the table, and the error (report.md has the rest)."""
+    title = f"{summary['study']}: run {summary['run_id']}"
+    return _page(title, [f"<h1>{esc(title)}</h1>", table(head, rows),
+                         f"<p class='bad'>The figures could not be drawn: {esc(type(error).__name__)}: {esc(error)}. "
+                         "See report.md.</p>"])

@@ -1,4 +1,8 @@
-"""Figures for report.html, as base64 PNG (matplotlib Agg; imported lazily: it is an extra)."""
+"""Figures for report.html, as base64 PNG (matplotlib Agg; imported lazily: it is an extra).
+
+The figure builders (`scatter_figure`, `axis_figure`, `power_figure`) return matplotlib figures so
+tests can read their series and legends; `energy_vs_throughput`, `bars_per_axis` and
+`power_timeseries` turn them into PNG strings for the page."""
 
 from __future__ import annotations
 
@@ -10,24 +14,163 @@ from typing import Any, Optional
 
 from llem_bench.results.schema import ExperimentResult
 
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+MAX_POWER_POINTS = 1500  # per timeseries plot: keeps each PNG (and the page) small
+MAX_AXES = 4  # bar charts per report
+MAX_SERIES = 8  # bars per group in a bar chart
+MISSING = "default"
 
 
-def _figure(width: float = 7.0, height: float = 4.2):
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    return plt
 
+
+def _png(fig: Any) -> str:
+    plt = _plt()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _figure(width: float = 7.0, height: float = 4.2, ncols: int = 1):
+    return _plt().subplots(1, ncols, figsize=(width, height), squeeze=False)
+
+
+def _ok(results: list[ExperimentResult], metric: str = "output_tokens_per_s") -> list[ExperimentResult]:
+    return [r for r in results if r.status == "ok" and r.mean(metric) is not None]
+
+
+# --- settings that differ between experiments -----------------------------------------------------
+
+def settings(result: ExperimentResult) -> dict[str, Any]:
+    """The settings the study wrote (`explicit`), flattened to dotted keys; a backend's own section
+    (`pytorch.batch_size`) is named by the setting alone (`batch_size`) so both backends line up."""
+    out: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, "" if not prefix and k == result.backend else f"{prefix}{k}.")
+            elif not isinstance(v, list):
+                out[f"{prefix}{k}"] = v
+
+    walk(result.explicit or {}, "")
+    if "dtype" not in out and result.config.get("dtype") is not None:
+        out["dtype"] = result.config["dtype"]
+    out["backend"] = result.backend
+    return out
+
+
+def varying_settings(results: list[ExperimentResult]) -> dict[str, list[Any]]:
+    """key -> value per experiment (None where the study left it at its default), for the keys with
+    more than one distinct value. A key only some backends have (pytorch's batch_size) is compared
+    among the experiments of those backends."""
+    rows = [settings(r) for r in results]
+    keys = sorted({k for row in rows for k in row} - {"study"})
+    varying = {}
+    for k in keys:
+        backends = {row["backend"] for row in rows if k in row}
+        values = {str(row.get(k)) for row in rows if row["backend"] in backends}
+        if len(values) > 1:
+            varying[k] = [row.get(k) for row in rows]
+    return varying
+
+
+def _short(key: str) -> str:
+    """batch_size, num_prompts, dtype; measurement settings keep their path (warmup.output_tokens)."""
+    return key[len("measurement."):] if key.startswith("measurement.") else key.split(".")[-1]
+
+
+def sweep_axes(results: list[ExperimentResult]) -> list[str]:
+    """The varying settings worth a chart: not the backend (the scatter shows it) and not the
+    measurement method (cycles, warmup, meter: they label the bars instead); most values first."""
+    varying = varying_settings(results)
+    axes = [k for k in varying if k != "backend" and not k.startswith("measurement.")]
+    return sorted(axes, key=lambda k: -len({str(v) for v in varying[k] if v is not None}))[:MAX_AXES]
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, str(value))
+
+
+def axis_groups(results: list[ExperimentResult], axis: str) -> tuple[list[Any], dict[str, dict[Any, ExperimentResult]]]:
+    """(axis values in order, series label -> {axis value -> result}) for the experiments that have
+    the setting. A series is the backend plus every other varying setting that is not tied to the
+    axis (tied: one value per backend and axis value, e.g. batch_size = num_prompts)."""
+    varying = varying_settings(results)
+    all_rows = [(r, settings(r)) for r in results]
+    backends = {s["backend"] for _, s in all_rows if s.get(axis) is not None}
+    rows = [(r, {**s, axis: s[axis] if s.get(axis) is not None else MISSING})
+            for r, s in all_rows if s["backend"] in backends]
+    others = []
+    for k in varying:
+        if k in (axis, "backend"):
+            continue
+        cells: dict[tuple, set] = {}
+        for _, s in rows:
+            cells.setdefault((s["backend"], str(s[axis])), set()).add(str(s.get(k)))
+        if any(len(v) > 1 for v in cells.values()):
+            others.append(k)
+    x_values = sorted({s[axis] for _, s in rows}, key=_sort_key)
+    series: dict[str, dict[Any, ExperimentResult]] = {}
+    for r, s in rows:
+        label = ", ".join([r.backend] + [f"{_short(k)}={s[k] if s.get(k) is not None else MISSING}"
+                                         for k in others])
+        cell = series.setdefault(label, {})
+        n = 2
+        while s[axis] in cell:  # identical settings twice: keep both, as separate series
+            cell = series.setdefault(f"{label} #{n}", {})
+            n += 1
+        cell[s[axis]] = r
+    return x_values, series
+
+
+def axis_figure(results: list[ExperimentResult], axis: str):
+    """Grouped bars: throughput (and J/token where measured) per value of one sweep axis."""
+    ok = _ok(results)
+    x_values, series = axis_groups(ok, axis)
+    labels = sorted(series)[:MAX_SERIES]
+    metrics = [("output_tokens_per_s", "output tokens/s")]
+    if any(r.mean("energy_per_output_token_j") is not None for r in ok):
+        metrics.append(("energy_per_output_token_j", "energy per output token (J)"))
+    fig, axes = _figure(6.0 * len(metrics), 3.6, ncols=len(metrics))
+    width = 0.8 / max(1, len(labels))
+    for ax, (metric, name) in zip(axes[0], metrics):
+        for i, label in enumerate(labels):
+            xs, ys = [], []
+            for j, x in enumerate(x_values):
+                r = series[label].get(x)
+                if r is not None and r.mean(metric) is not None:
+                    xs.append(j - 0.4 + width * (i + 0.5))
+                    ys.append(r.mean(metric))
+            ax.bar(xs, ys, width=width, label=label, color=f"C{i % 10}")
+        ax.set_xticks(range(len(x_values)), [str(x) for x in x_values])
+        ax.set_xlabel(_short(axis))
+        ax.set_ylabel(name)
+        values = [r.mean(metric) for s in series.values() for r in s.values() if r.mean(metric)]
+        if values and max(values) > 10 * min(values):
+            ax.set_yscale("log")
+        ax.grid(True, axis="y", alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7,
+               ncol=1 if max(map(len, names), default=0) > 50 else min(3, len(names)))
+    fig.suptitle(f"by {_short(axis)}" + (f" (first {MAX_SERIES} series)" if len(series) > MAX_SERIES else ""),
+                 fontsize=10)
+    return fig
+
+
+def bars_per_axis(results: list[ExperimentResult]) -> list[tuple[str, str]]:
+    """[(axis, png)]: one grouped bar chart per sweep axis."""
+    ok = _ok(results)
+    return [(axis, _png(axis_figure(ok, axis))) for axis in sweep_axes(ok)]
+
+
+# --- energy per token against throughput --------------------------------------------------------
 
 def scatter_series(results: list[ExperimentResult]) -> dict[str, list[tuple[float, float, str]]]:
     """backend -> [(output tok/s, J per output token, test id)] of experiments with both numbers."""
@@ -39,93 +182,137 @@ def scatter_series(results: list[ExperimentResult]) -> dict[str, list[tuple[floa
     return series
 
 
-def energy_vs_throughput(results: list[ExperimentResult]) -> tuple[str, str]:
-    """(png, caption): J/token against tok/s, one series per backend; throughput bars without energy."""
+def energy_unavailable_reason(results: list[ExperimentResult]) -> str:
+    reasons = [r.unavailable.get("energy_per_output_token_j") or r.energy.get("reason") for r in results]
+    reasons = list(dict.fromkeys(x for x in reasons if x))
+    return "; ".join(reasons) if reasons else "not measured"
+
+
+def _point_label(r: ExperimentResult, keys: list[str]) -> str:
+    s = settings(r)
+    return ", ".join(f"{_short(k)}={s[k]}" for k in keys if s.get(k) is not None)
+
+
+def scatter_figure(results: list[ExperimentResult]) -> tuple[Any, str]:
+    """(figure, caption). J/token against tok/s, one series per backend, each point labelled with
+    its sweep values; log axes where a range spans more than 10x. Without energy anywhere:
+    throughput per experiment, and the caption says why."""
     series = scatter_series(results)
-    fig, ax = _figure()
+    ok = _ok(results)
+    keys = sweep_axes(ok)
     if series:
-        for backend, points in sorted(series.items()):
-            ax.scatter([p[0] for p in points], [p[1] for p in points], label=backend, s=40)
+        fig, axes = _figure()
+        ax = axes[0][0]
+        by_id = {r.test_id: r for r in ok}
+        for i, (backend, points) in enumerate(sorted(series.items())):
+            points = sorted(points)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=7, lw=0.8, alpha=0.85,
+                    label=backend, color=f"C{i % 10}")
+            for x, y, test_id in points:
+                ax.annotate(_point_label(by_id[test_id], keys), (x, y), textcoords="offset points",
+                            xytext=(6, 4), fontsize=7, color=f"C{i % 10}")
         xs = [p[0] for pts in series.values() for p in pts]
         ys = [p[1] for pts in series.values() for p in pts]
         if max(xs) > 10 * min(xs):
             ax.set_xscale("log")
         if max(ys) > 10 * min(ys):
             ax.set_yscale("log")
-        ax.set_xlabel("output tokens/s")
-        ax.set_ylabel("energy per output token (J)")
+        ax.set_xlabel("output tokens/s (mean over cycles)")
+        ax.set_ylabel("GPU energy per output token (J)")
         ax.legend(title="backend")
         ax.grid(True, which="both", alpha=0.3)
-        return _png(fig), "Energy per output token against throughput; lower right is better."
-    ok = [r for r in results if r.status == "ok" and r.mean("output_tokens_per_s") is not None]
-    ax.barh([r.test_id for r in ok], [r.mean("output_tokens_per_s") for r in ok])
-    ax.set_xlabel("output tokens/s")
-    reason = next((r.unavailable.get("energy_per_output_token_j") for r in ok if r.unavailable), "not measured")
-    return _png(fig), f"Throughput only: energy is unavailable in every experiment ({reason})."
+        missing = [r.test_id for r in ok if r.mean("energy_per_output_token_j") is None]
+        caption = "Energy per output token against throughput, one series per backend; lower right is better."
+        if missing:
+            caption += f" Not shown (no energy): {', '.join(missing)}."
+        return fig, caption
+    fig, axes = _figure(7.0, 0.35 * len(ok) + 1.4)
+    ax = axes[0][0]
+    backends = sorted({r.backend for r in ok})
+    for i, r in enumerate(ok):
+        ax.barh(i, r.mean("output_tokens_per_s"), color=f"C{backends.index(r.backend) % 10}")
+    ax.set_yticks(range(len(ok)), [r.test_id for r in ok], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("output tokens/s (mean over cycles)")
+    caption = f"Throughput only: energy is unavailable in every experiment ({energy_unavailable_reason(ok or results)})."
+    return fig, caption
 
 
-def varying_settings(results: list[ExperimentResult]) -> dict[str, list[Any]]:
-    """Flattened settings (from the resolved config) whose values differ between experiments."""
-    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            elif not isinstance(v, list):
-                out[f"{prefix}{k}"] = v
-        return out
-
-    rows = [flat(r.config) for r in results]
-    keys = sorted({k for row in rows for k in row} - {"study"})
-    return {k: [row.get(k) for row in rows] for k in keys if len({str(row.get(k)) for row in rows}) > 1}
+def scatter_legend_labels(results: list[ExperimentResult]) -> list[str]:
+    """The legend labels of the scatter as drawn (empty for the throughput-only chart)."""
+    fig, _ = scatter_figure(results)
+    legend = fig.axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()] if legend else []
+    _plt().close(fig)
+    return labels
 
 
-def bars_per_axis(results: list[ExperimentResult], metric: str = "output_tokens_per_s") -> list[tuple[str, str]]:
-    """One bar chart per varying setting: the metric's mean per experiment, labelled by that setting."""
-    ok = [r for r in results if r.status == "ok" and r.mean(metric) is not None]
-    figures = []
-    for key, values in list(varying_settings(ok).items())[:4]:
-        fig, ax = _figure(7.0, 0.35 * len(ok) + 1.2)
-        labels = [f"{key.split('.')[-1]}={v} | {r.backend}" for r, v in zip(ok, values)]
-        ax.barh(range(len(ok)), [r.mean(metric) for r in ok])
-        ax.set_yticks(range(len(ok)), labels, fontsize=8)
-        ax.set_xlabel(metric)
-        figures.append((key, _png(fig)))
-    return figures
+def energy_vs_throughput(results: list[ExperimentResult]) -> tuple[str, str]:
+    """(png, caption) of `scatter_figure`."""
+    fig, caption = scatter_figure(results)
+    return _png(fig), caption
 
+
+# --- power timeseries ---------------------------------------------------------------------------
 
 def read_timeseries(path: Path) -> tuple[list[tuple[float, float]], list[tuple[str, float]]]:
-    """(t, summed power) per tick and (mark, t), from the sampler CSV."""
-    by_t: dict[float, float] = {}
+    """(t, power summed over GPUs) per sampler tick and (mark, t), from the sampler CSV."""
+    by_tick: dict[str, list[float]] = {}
     marks = []
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            if row["kind"] == "mark":
-                marks.append((row["mark"], float(row["t_s"])))
-            elif row["power_w"]:
-                t = round(float(row["t_s"]), 3)
-                by_t[t] = by_t.get(t, 0.0) + float(row["power_w"])
-    return sorted(by_t.items()), marks
+            if row.get("kind") == "mark":
+                marks.append((row.get("mark") or "", float(row["t_s"])))
+            elif row.get("power_w"):
+                tick = row.get("tick") or row["t_s"]
+                entry = by_tick.setdefault(tick, [float(row["t_s"]), 0.0])
+                entry[1] += float(row["power_w"])
+    points = sorted((t, p) for t, p in by_tick.values())
+    return points, marks
 
 
-def power_timeseries(path: Path, title: str) -> Optional[str]:
+def downsample(points: list[tuple[float, float]], limit: int = MAX_POWER_POINTS) -> list[tuple[float, float]]:
+    """At most about `limit` points: the mean of each bucket (keeps the level, smooths spikes)."""
+    if len(points) <= limit:
+        return points
+    size = -(-len(points) // limit)
+    out = []
+    for i in range(0, len(points), size):
+        chunk = points[i:i + size]
+        out.append((sum(p[0] for p in chunk) / len(chunk), sum(p[1] for p in chunk) / len(chunk)))
+    return out
+
+
+SPANS = {"idle": "tab:blue", "warmup": "tab:orange", "window": "tab:green", "prefill": "tab:purple"}
+
+
+def power_figure(path: Path, title: str):
+    """Power against time with the idle, warmup, measured-window and prefill spans shaded; None
+    when the CSV is missing or holds no power samples."""
     if not path.is_file():
         return None
     points, marks = read_timeseries(path)
     if not points:
         return None
-    step = max(1, len(points) // 2000)  # keep the page small
-    points = points[::step]
-    fig, ax = _figure(8.0, 3.0)
+    points = downsample(points)
+    fig, axes = _figure(8.0, 2.8)
+    ax = axes[0][0]
     ax.plot([p[0] for p in points], [p[1] for p in points], lw=0.8, color="black")
-    colours = {"window": "tab:green", "warmup": "tab:orange", "prefill": "tab:purple", "idle": "tab:blue"}
-    for name, colour in colours.items():
-        starts = [t for m, t in marks if m == f"{name}_start"]
-        ends = [t for m, t in marks if m == f"{name}_end"]
+    for name, colour in SPANS.items():
+        starts = sorted(t for m, t in marks if m == f"{name}_start")
+        ends = sorted(t for m, t in marks if m == f"{name}_end")
         for i, (a, b) in enumerate(zip(starts, ends)):
-            ax.axvspan(a, b, color=colour, alpha=0.15, label=name if i == 0 else None)
+            ax.axvspan(a, b, color=colour, alpha=0.18, label=name if i == 0 else None)
+            if name == "window":
+                ax.axvline(a, color=colour, lw=0.6)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("GPU power (W)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
-    return _png(fig)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def power_timeseries(path: Path, title: str) -> Optional[str]:
+    fig = power_figure(path, title)
+    return _png(fig) if fig is not None else None

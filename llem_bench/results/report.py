@@ -62,9 +62,12 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
     if latency:
         tables.append(("Streaming latency (ms)", ["experiment", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
                                                   "e2e p50"], latency))
-    phases = [[r.test_id, fmt(r.phases["prefill"].get("time_s")), fmt(r.phases["prefill"].get("energy_per_input_token_j")),
-               fmt(r.phases["decode"].get("time_s")), fmt(r.phases["decode"].get("energy_per_token_j"))]
-              for r in ok if "prefill" in r.phases]
+    phases = []
+    for r in ok:
+        if "prefill" in r.phases:
+            prefill, decode = r.phases.get("prefill") or {}, r.phases.get("decode") or {}
+            phases.append([r.test_id, fmt(prefill.get("time_s")), fmt(prefill.get("energy_per_input_token_j")),
+                           fmt(decode.get("time_s")), fmt(decode.get("energy_per_token_j"))])
     if phases:
         tables.append(("Prefill vs decode (per pass)", ["experiment", "prefill s", "prefill J/prompt token",
                                                         "decode s", "decode J/token"], phases))
@@ -145,16 +148,20 @@ def report_notes(summary: dict, results: list[ExperimentResult]) -> list[str]:
 
 
 def write_reports(run: RunDir) -> Optional[dict]:
-    """Write study.json and report.md from the results on disk; None if there are none."""
+    """Write study.json, report.md and report.html (self-contained) from the results on disk; None if
+    there are none."""
     results, problems = run.read_results_with_problems()
     if not results and not problems:
         return None
     summary = study_summary(run, results, problems)
     write_json_atomic(run.path / "study.json", summary)
     write_text_atomic(run.path / "report.md", render_markdown(summary, results))
-    from llem_bench.results.html import render_report_html
+    from llem_bench.results.html import render_error_html, render_report_html
 
-    page = render_report_html(summary, results, run.path, header(), summary_rows(results),
-                              report_notes(summary, results))
+    try:
+        page = render_report_html(summary, results, run.path, header(), summary_rows(results),
+                                  report_notes(summary, results), detail_tables(results))
+    except Exception as exc:  # a plotting problem must not cost the run its report.md and study.json
+        page = render_error_html(summary, header(), summary_rows(results), exc)
     write_text_atomic(run.path / "report.html", page)
     return summary

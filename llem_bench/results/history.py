@@ -1,0 +1,91 @@
+"""History across runs: one row per experiment of every run folder under a reports root, keyed by
+what could make two numbers differ besides the code under test (commit, GPUs, driver, backend
+package versions), so a trend can be read per key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from llem_bench.harness.metrics import METRICS
+from llem_bench.results.schema import ExperimentResult
+from llem_bench.results.store import RunDir
+
+# The packages that make up each backend's software stack (the energy meter's packages are
+# shared by all). A backend not listed gets every package the environment recorded.
+BACKEND_PACKAGES: dict[str, tuple[str, ...]] = {
+    "pytorch": ("torch", "transformers", "accelerate", "tokenizers"),
+    "vllm": ("vllm", "torch", "transformers", "tokenizers"),
+}
+METER_PACKAGES = ("nvidia-ml-py", "zeus")
+
+
+def _gpu_names(result: ExperimentResult) -> list[str]:
+    """The experiment's GPUs (energy.gpus), else every GPU NVML saw, else none."""
+    gpus = result.energy.get("gpus") or []
+    if not gpus:
+        nvml = result.environment.get("nvml") or {}
+        gpus = nvml.get("gpus", []) if nvml.get("available") else []
+    return sorted(g.get("name", "?") for g in gpus)
+
+
+def history_key(result: ExperimentResult) -> dict[str, Any]:
+    """What identifies the setting a result was measured in (besides its config)."""
+    env = result.environment
+    nvml = env.get("nvml") or {}
+    packages: dict[str, str] = env.get("packages") or {}
+    names = BACKEND_PACKAGES.get(result.backend)
+    wanted = (*names, *METER_PACKAGES) if names else tuple(packages)
+    return {
+        "git_commit": env.get("git_commit") or None,
+        "git_dirty": bool(env.get("git_dirty")),
+        "gpus": ", ".join(_gpu_names(result)) or "none",
+        "driver": nvml.get("driver") if nvml.get("available") else None,
+        "cuda_driver": nvml.get("cuda_driver") if nvml.get("available") else None,
+        "backend": result.backend,
+        "packages": {name: packages[name] for name in wanted if name in packages},
+    }
+
+
+def history_row(result: ExperimentResult, run_path: Optional[Path] = None) -> dict[str, Any]:
+    """A flat row: run and experiment identity, the key (packages as `pkg:<name>` columns), the
+    validity verdict and the mean of every metric (None where not measured)."""
+    key = history_key(result)
+    row: dict[str, Any] = {
+        "study": result.study, "run_id": result.run_id, "run_path": str(run_path) if run_path else None,
+        "test_id": result.test_id, "config_hash": result.config_hash, "model": result.model,
+        "status": result.status, "verdict": result.validity.get("verdict"), "started_at": result.started_at,
+    }
+    row.update({k: v for k, v in key.items() if k != "packages"})
+    row.update({f"pkg:{name}": version for name, version in key["packages"].items()})
+    row.update({metric: result.mean(metric) for metric in METRICS})
+    return row
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Every folder under root (root included) that holds a results/ folder with result JSONs."""
+    root = Path(root)
+    found = {p.parent.parent for p in root.rglob("results/*.json")}
+    return sorted(found)
+
+
+def collect_history(root: Path):
+    """pandas.DataFrame with one row per experiment of every run under root, oldest first.
+    Unreadable result files are skipped (their messages are in `df.attrs['problems']`)."""
+    import pandas as pd
+
+    rows, problems = [], []
+    for folder in run_folders(root):
+        results, bad = RunDir(folder).read_results_with_problems()
+        problems.extend(bad)
+        rows.extend(history_row(r, folder) for r in results)
+    columns = ["study", "run_id", "run_path", "test_id", "config_hash", "model", "status", "verdict",
+               "started_at", "git_commit", "git_dirty", "gpus", "driver", "cuda_driver", "backend", *METRICS]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=columns)
+    else:
+        frame = frame[[c for c in columns if c in frame] + sorted(c for c in frame if c not in columns)]
+        frame = frame.sort_values(["started_at", "test_id"], kind="stable").reset_index(drop=True)
+    frame.attrs["problems"] = problems
+    return frame

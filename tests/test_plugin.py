@@ -153,15 +153,16 @@ def test_regression_gate_fails_a_worse_candidate_and_passes_an_unchanged_one(pro
     args = ["--study", "gate.yaml", "--llem-out", "out", "-k", "batch_size_2"]
     project.runpytest_subprocess(*args, "--llem-run-id", "base").assert_outcomes(passed=1)
     base = project.path / "out" / "gate" / "base"
-    # Against a baseline three times as fast as this machine really is, the candidate has regressed.
-    fast = _scaled_copy(base, project.path / "fast-baseline", 3.0)
+    # Against a baseline ten times as fast as this machine really is, the candidate has regressed
+    # (a margin wide enough to stay significant on a busy CPU).
+    fast = _scaled_copy(base, project.path / "fast-baseline", 10.0)
     worse = project.runpytest_subprocess(*args, "--llem-run-id", "cand", "--llem-baseline", str(fast))
     assert worse.ret == 1
     worse.stdout.fnmatch_lines(["*REGRESSED: pytorch-tiny-fp32-batch_size_2-*: output_tokens_per_s*", "*GATE: FAIL*"])
     assert "Traceback" not in worse.stdout.str()
     assert "GATE: FAIL" in (project.path / "out" / "gate" / "cand" / "comparison.md").read_text()
-    # Against a baseline three times slower the candidate improved: the session passes.
-    slow = _scaled_copy(base, project.path / "slow-baseline", 1 / 3)
+    # Against a baseline ten times slower the candidate improved: the session passes.
+    slow = _scaled_copy(base, project.path / "slow-baseline", 1 / 10)
     better = project.runpytest_subprocess(*args, "--llem-run-id", "better", "--llem-baseline", str(slow))
     assert better.ret == 0
     better.stdout.fnmatch_lines(["*GATE: PASS*"])

@@ -1,13 +1,17 @@
 """pytest plugin: study YAML -> one parametrised test per experiment -> result JSON + report.
 
-Options: --study/--llem-study, --llem-out, --llem-run-id. Fixtures: llem_experiment (the grid
-point), llem_run (measures it and writes its result), llem_session.
+Options: see `pytest --help`, group llem. Fixtures: llem_experiment (the grid point), llem_run
+(measures it and writes its result), llem_session. The controller process (the only one without
+xdist) keeps the run's manifest.json from the test reports: pending -> running -> done / failed /
+skipped, and the run's state; Ctrl-C ends the session with exit status 130.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
+
+import re
 
 import pytest
 
@@ -18,6 +22,7 @@ from llem_bench.config.preflight import preflight
 from llem_bench.config.study import Experiment, load_study
 from llem_bench.results.compare import load_side
 from llem_bench.results.gate import gate_against_baseline
+from llem_bench.results.manifest import Manifest
 from llem_bench.results.report import header, summary_rows, write_reports
 from llem_bench.session import LlemSession
 
@@ -38,13 +43,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="compare with this earlier run folder (or result JSON) and fail the session (exit 1) "
                          "on a significant regression beyond the study's gates: (default 5%% on headline metrics)")
     group.addoption("--llem-runner", dest="llem_runner", metavar="RUNNER",
-                    help="where experiments run: inprocess, subprocess or venv:<python> (overrides "
+                    help="where experiments run: inprocess, subprocess, venv:<python> or docker:<image> (overrides "
                          "LLEM_RUNNER_<BACKEND> and the study's runners:)")
     group.addoption("--llem-timeout", dest="llem_timeout", type=float, default=3600.0, metavar="SECONDS",
                     help="per-experiment limit for subprocess/venv/docker runners; the worker's process group is "
                          "killed (default: 3600)")
     group.addoption("--llem-resume", dest="llem_resume", metavar="RUN_DIR",
-                    help="continue an interrupted run: experiments with a complete result there are skipped")
+                    help="continue an interrupted run in that folder (same run id): experiments with a complete "
+                         "status-ok result there are skipped, the others (or a truncated result) run again")
     group.addoption("--llem-max-residual-mb", dest="llem_max_residual_mb", type=float, default=1024.0,
                     metavar="MIB", help="GPU memory other processes may hold before an experiment (default 1024)")
     group.addoption("--llem-residual", dest="llem_residual", choices=["warn", "fail"], default="warn",
@@ -71,20 +77,34 @@ def pytest_configure(config: pytest.Config) -> None:
             preflight(experiments, str(path))
         except ConfigError as exc:
             raise pytest.UsageError(f"invalid study:\n{exc}") from None
-    resume = config.getoption("llem_resume", None)
-    if resume and not (Path(resume) / "results").is_dir():
-        raise pytest.UsageError(f"--llem-resume: {resume} is not a run folder (no results/ inside); pass "
-                                "reports/<study>/<run-id>")
+    _check_resume(config, study)
     try:
-        config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
+        llem = config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
     except ConfigError as exc:
         raise pytest.UsageError(f"invalid runner:\n{exc}") from None
+    if llem.run_dir is not None and llem.is_controller:
+        config.pluginmanager.register(ManifestReporter(llem), "llem-manifest")
     baseline = config.getoption("llem_baseline", None)
     if baseline:
         try:
             load_side(baseline)  # fail now, not after hours of measuring
         except ValueError as exc:
             raise pytest.UsageError(f"--llem-baseline: {exc}") from None
+
+
+def _check_resume(config: pytest.Config, study) -> None:
+    resume = config.getoption("llem_resume", None)
+    if not resume:
+        return
+    if not (Path(resume) / "results").is_dir():
+        raise pytest.UsageError(f"--llem-resume: {resume} is not a run folder (no results/ inside); pass "
+                                "reports/<study>/<run-id>")
+    if config.getoption("llem_run_id", None):
+        raise pytest.UsageError("--llem-resume reuses that folder's run id; leave out --llem-run-id")
+    earlier = Manifest.read(Path(resume))
+    if study is not None and earlier and earlier.get("study") not in (None, study.study):
+        raise pytest.UsageError(f"--llem-resume: {resume} is a run of study '{earlier['study']}', not "
+                                f"'{study.study}'; pass the study it was started with")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -144,14 +164,79 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    llem = session.config.stash[SESSION_KEY]
-    if llem.run_dir is None or not llem.is_controller:
-        return
-    selected = [e.test_id for e in map(_experiment_of, session.items) if e is not None]
-    if selected:
-        llem.open_manifest(selected)
-    for problem in llem.resume_problems:
-        session.config.get_terminal_writer().line(f"llem-bench: {problem}", yellow=True)
+    reporter = session.config.pluginmanager.get_plugin("llem-manifest")
+    if reporter is not None:
+        reporter.open([item.nodeid for item in session.items])
+
+
+_PARAM_ID = re.compile(r"\[(.*)\](@[^\]]*)?$")  # test[<id>], plus xdist's @<group> suffix under loadgroup
+
+
+class ManifestReporter:
+    """Keeps manifest.json from the test reports; registered in the controller only, so under xdist
+    one process writes it (logstart/logreport reach the controller from every worker)."""
+
+    def __init__(self, llem: LlemSession):
+        self.llem = llem
+
+    def open(self, nodeids: list[str]) -> None:
+        selected = [t for t in map(self.test_id_of, nodeids) if t is not None]
+        if selected and not self.llem.config.option.collectonly:  # --collect-only writes nothing
+            self.llem.open_manifest(selected)
+        for problem in self.llem.resume_problems:
+            self.llem.config.get_terminal_writer().line(f"llem-bench: {problem}", yellow=True)
+
+    def test_id_of(self, nodeid: str) -> Optional[str]:
+        match = _PARAM_ID.search(nodeid)
+        if not match:
+            return None
+        known, param = self.llem.test_ids, match.group(1)
+        if param in known:
+            return param
+        return next((t for t in known if t in param), None)  # test ids of several parametrisations combined
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        """xdist: the controller collects nothing itself; the first worker says what was selected."""
+        if self.llem.manifest is None:
+            self.open(ids)
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        test_id = self.test_id_of(nodeid)
+        if test_id and self.llem.manifest is not None:
+            self.llem.manifest.start(test_id)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        test_id = self.test_id_of(report.nodeid)
+        manifest = self.llem.manifest
+        final = report.when == "call" or (report.when == "setup" and not report.passed) or \
+            (report.when == "teardown" and report.failed)
+        if test_id is None or manifest is None or not final:
+            return
+        fields: dict = {}
+        for key, value in report.user_properties:
+            if key == "llem" and isinstance(value, dict):
+                fields.update(value)
+        if report.passed:
+            manifest.end(test_id, "done", duration_s=round(report.duration, 2), **fields)
+        elif report.skipped:
+            manifest.end(test_id, "skipped", **{**fields, "reason": _skip_reason(report)})
+        else:
+            fields.setdefault("reason", _failure_reason(report))
+            manifest.end(test_id, "failed", duration_s=round(report.duration, 2), **fields)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+def _failure_reason(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = getattr(crash, "message", None) or report.longreprtext or "failed"
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return (lines[0] if lines else "failed")[:500]
 
 
 @pytest.fixture(scope="session")
@@ -160,9 +245,13 @@ def llem_session(pytestconfig: pytest.Config) -> LlemSession:
 
 
 @pytest.fixture
-def llem_run(llem_session: LlemSession):
+def llem_run(llem_session: LlemSession, request: pytest.FixtureRequest):
     """Measure an experiment; its ExperimentResult JSON is written before this returns."""
-    return llem_session.run
+    def run(experiment: Experiment):
+        # user_properties travel with the test report, also from an xdist worker to the controller's manifest
+        return llem_session.run(experiment, note=lambda **fields: request.node.user_properties.append(("llem", fields)))
+
+    return run
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

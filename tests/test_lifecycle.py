@@ -1,4 +1,5 @@
-"""Study lifecycle with real processes: manifest, Ctrl-C, resume, a truncated result."""
+"""Study lifecycle with real processes: manifest, Ctrl-C, resume, a truncated result, workers that
+keep their model, and GPU hygiene (its NVML logic on a fake GPU, its no-NVML path for real)."""
 
 import json
 import os
@@ -9,7 +10,11 @@ import time
 
 import pytest
 
+from llem_bench.hygiene import Hygiene, IdleReference, ResidualMemoryError, residual_memory, settle
+
 from test_plugin import BENCH, STUDY
+
+LONG = "  - {pytorch: {batch_size: 4}, measurement: {min_window_s: 600}}\n"  # runs ten minutes unless stopped
 
 
 @pytest.fixture
@@ -23,14 +28,8 @@ def manifest(run):
     return json.loads((run / "manifest.json").read_text())
 
 
-def test_manifest_records_every_experiment(project):
-    project.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--llem-run-id", "r").assert_outcomes(passed=2)
-    m = manifest(project.path / "out" / "plug" / "r")
-    assert m["state"] == "complete" and m["finished_at"]
-    assert [e["state"] for e in m["experiments"].values()] == ["done", "done"]
-    entry = next(iter(m["experiments"].values()))
-    assert entry["result"].startswith("results/") and entry["started_at"] and entry["finished_at"]
-    assert entry["hygiene"]["residual_memory"]["skipped"].startswith("NVML unavailable")  # no GPU here
+def states(run):
+    return manifest(run)["experiments"] if (run / "manifest.json").is_file() else {}
 
 
 def wait_for(predicate, deadline_s):
@@ -42,17 +41,67 @@ def wait_for(predicate, deadline_s):
     return False
 
 
-def test_ctrl_c_keeps_finished_results_marks_the_run_interrupted_and_exits_130(project):
-    project.makefile(".yaml", long=STUDY.replace("study: plug", "study: long") +
-                     "experiments:\n  - {pytorch: {batch_size: 4}, measurement: {min_window_s: 600}}\n")
-    run = project.path / "out" / "long" / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--study", "long.yaml", "--llem-out", "out",
-                             "--llem-run-id", "r", "-p", "no:cacheprovider"],
+def start_pytest(project, *args):
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
                             cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def worker_pids(marker: str) -> list[int]:
+    """llem workers started from the pytester folder `marker` (their working directory)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+                cwd = os.readlink(f"/proc/{entry}/cwd")
+            except OSError:
+                continue
+            if "llem_bench.isolation.worker" in cmdline and marker in cwd:
+                pids.append(int(entry))
+    return pids
+
+
+def test_manifest_records_every_experiment(project):
+    project.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--llem-run-id", "r").assert_outcomes(passed=2)
+    m = manifest(project.path / "out" / "plug" / "r")
+    assert m["state"] == "complete" and m["finished_at"] and m["study"] == "plug" and m["run_id"] == "r"
+    assert [e["state"] for e in m["experiments"].values()] == ["done", "done"]
+    for test_id, entry in m["experiments"].items():
+        assert entry["result"] == f"results/{test_id}.json" and entry["runner"] == "inprocess"
+        assert entry["started_at"] <= entry["finished_at"] and entry["duration_s"] > 0
+        # no GPU here: both checks say why they did nothing (and the settle wait did not wait)
+        for check in ("residual_memory", "settle"):
+            assert entry["hygiene"][check]["outcome"].startswith("skipped: NVML unavailable ("), entry["hygiene"]
+    result = json.loads((project.path / "out" / "plug" / "r" / entry["result"]).read_text())
+    assert result["timings"]["hygiene"] == entry["hygiene"]
+
+
+def test_under_xdist_the_controller_keeps_the_manifest_from_the_reports(project):
+    project.makefile(".yaml", mixed=STUDY.replace("study: plug", "study: mixed") +
+                     "experiments:\n  - {pytorch: {batch_size: 1, device: cuda}}\n")
+    result = project.runpytest_subprocess("--study", "mixed.yaml", "--llem-out", "out", "--llem-run-id", "r", "-n", "2")
+    result.assert_outcomes(passed=2, failed=1)
+    m = manifest(project.path / "out" / "mixed" / "r")
+    assert m["state"] == "complete"
+    entries = m["experiments"].values()
+    assert sorted(e["state"] for e in entries) == ["done", "done", "failed"]
+    [failed] = [e for e in entries if e["state"] == "failed"]
+    assert "no CUDA GPU" in failed["reason"] and failed["result"].startswith("results/")
+    # what the workers knew (runner, hygiene) reached the controller with the test reports
+    assert all(e["runner"] == "inprocess" and "outcome" in e["hygiene"]["settle"] for e in entries)
+
+
+@pytest.mark.parametrize("runner", ["inprocess", "subprocess"])
+def test_ctrl_c_keeps_finished_results_marks_the_run_interrupted_and_exits_130(project, runner):
+    project.makefile(".yaml", long=STUDY.replace("study: plug", "study: long") + "experiments:\n" + LONG)
+    run = project.path / "out" / "long" / "r"
+    proc = start_pytest(project, "--study", "long.yaml", "--llem-out", "out", "--llem-run-id", "r", "--llem-runner", runner)
     try:
         # the two short experiments finish; the third runs for ten minutes unless stopped
-        assert wait_for(lambda: len(list((run / "results").glob("*.json"))) == 2 and
-                        "running" in [e["state"] for e in manifest(run)["experiments"].values()], 240)
+        assert wait_for(lambda: any("batch_size_4" in k and e["state"] == "running" for k, e in states(run).items())
+                        and len(list((run / "results").glob("*.json"))) == 2, 240)
+        if runner == "subprocess":
+            assert wait_for(lambda: worker_pids(str(project.path)), 60)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -64,7 +113,8 @@ def test_ctrl_c_keeps_finished_results_marks_the_run_interrupted_and_exits_130(p
     assert sorted(e["state"] for e in m["experiments"].values()) == ["done", "done", "interrupted"]
     results = [json.loads(p.read_text()) for p in (run / "results").glob("*.json")]
     assert len(results) == 2 and all(r["status"] == "ok" for r in results)
-    assert (run / "report.md").is_file()
+    assert (run / "report.md").is_file() and len(json.loads((run / "study.json").read_text())["experiments"]) == 2
+    assert worker_pids(str(project.path)) == []  # the worker's process group went down with the session
 
 
 def test_resume_runs_only_what_is_missing_and_reruns_a_truncated_result(project):
@@ -75,51 +125,45 @@ def test_resume_runs_only_what_is_missing_and_reruns_a_truncated_result(project)
     [done] = (run / "results").glob("*.json")
     resumed = project.runpytest_subprocess("--study", "study.yaml", "--llem-resume", str(run), "-rs")
     resumed.assert_outcomes(passed=1, skipped=1)
-    resumed.stdout.fnmatch_lines(["*already done in*--llem-resume*"])
+    resumed.stdout.fnmatch_lines([f"*already done in {run}*"])
     assert len(list((run / "results").glob("*.json"))) == 2
-    assert manifest(run)["state"] == "complete"
+    m = manifest(run)
+    assert m["state"] == "complete" and m["run_id"] == "r" and len(m["previous_sessions"]) == 1
+    assert sorted(e["state"] for e in m["experiments"].values()) == ["done", "skipped"]
+    assert "already done in" in m["experiments"][done.stem]["reason"]
     # a crash left half a file: resume says so and measures that experiment again
     done.write_text(done.read_text()[:100])
     again = project.runpytest_subprocess("--study", "study.yaml", "--llem-resume", str(run))
     again.assert_outcomes(passed=1, skipped=1)
     again.stdout.fnmatch_lines([f"*{done.name}: unreadable result*rerun that experiment*"])
     assert json.loads(done.read_text())["status"] == "ok"
+    assert manifest(run)["experiments"][done.stem]["state"] == "done"
 
 
-def test_resume_of_a_folder_without_results_is_a_usage_error(project):
+def test_resume_mistakes_are_usage_errors(project):
     result = project.runpytest_subprocess("--study", "study.yaml", "--llem-resume", "nowhere")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--llem-resume: nowhere is not a run folder*"])
-
-
-def worker_pids(marker: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
-            except OSError:
-                continue
-            if "llem_bench.isolation.worker" in cmdline and marker in os.readlink(f"/proc/{entry}/cwd"):
-                pids.append(int(entry))
-    return pids
+    other = project.path / "other"
+    (other / "results").mkdir(parents=True)
+    (other / "manifest.json").write_text(json.dumps({"study": "something-else", "experiments": {}}))
+    result = project.runpytest_subprocess("--study", "study.yaml", "--llem-resume", str(other))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*is a run of study 'something-else', not 'plug'*"])
 
 
 def test_a_worker_killed_with_sigkill_fails_only_its_experiment(project):
-    project.makefile(".yaml", kill=STUDY.replace("study: plug", "study: kill") +
-                     "experiments:\n  - {pytorch: {batch_size: 4}, measurement: {min_window_s: 600}}\n"
+    project.makefile(".yaml", kill=STUDY.replace("study: plug", "study: kill") + "experiments:\n" + LONG +
                      "  - {pytorch: {batch_size: 3}}\n")
     run = project.path / "out" / "kill" / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--study", "kill.yaml", "--llem-out", "out",
-                             "--llem-run-id", "r", "--llem-runner", "subprocess", "-p", "no:cacheprovider"],
-                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_pytest(project, "--study", "kill.yaml", "--llem-out", "out", "--llem-run-id", "r",
+                        "--llem-runner", "subprocess")
     try:
         def long_one_running():
-            states = manifest(run)["experiments"] if (run / "manifest.json").is_file() else {}
-            return any("batch_size_4" in k and v["state"] == "running" for k, v in states.items()) \
+            return any("batch_size_4" in k and v["state"] == "running" for k, v in states(run).items()) \
                 and worker_pids(str(project.path))
         assert wait_for(long_one_running, 240)
-        [pid] = worker_pids(str(project.path))
+        [pid] = worker_pids(str(project.path))  # one worker serves the whole load group
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=240)
     finally:
@@ -131,5 +175,107 @@ def test_a_worker_killed_with_sigkill_fails_only_its_experiment(project):
     [failed] = [r for r in results.values() if r["status"] == "failed"]
     assert "signal SIGKILL" in failed["error"] and "last" in failed["error"]  # with the worker's log tail
     assert sum(r["status"] == "ok" for r in results.values()) == 3
-    states = sorted(e["state"] for e in manifest(run)["experiments"].values())
-    assert states == ["done", "done", "done", "failed"]
+    entries = manifest(run)["experiments"]
+    assert sorted(e["state"] for e in entries.values()) == ["done", "done", "done", "failed"]
+    assert "signal SIGKILL" in entries[failed["test_id"]]["reason"]
+
+
+def test_subprocess_workers_keep_the_model_within_a_load_group(project):
+    project.makefile(".yaml", groups=STUDY.replace("study: plug", "study: groups") +
+                     "experiments:\n  - {dtype: bfloat16, pytorch: {batch_size: 1}}\n")
+    result = project.runpytest_subprocess("--study", "groups.yaml", "--llem-out", "out", "--llem-run-id", "r",
+                                          "--llem-runner", "subprocess")
+    result.assert_outcomes(passed=3)
+    run = project.path / "out" / "groups" / "r"
+    results = sorted((json.loads(p.read_text()) for p in (run / "results").glob("*.json")), key=lambda r: r["started_at"])
+    reuse = {(r["config"]["dtype"], r["timings"]["model_reused"]) for r in results}
+    # float32 batch 1 and 2 share one worker and its model; bfloat16 gets a worker of its own
+    assert reuse == {("float32", False), ("float32", True), ("bfloat16", False)}
+    assert all((run / "logs" / f"{r['test_id']}.log").read_text() for r in results)  # a log per experiment
+    assert not (run / "worker-io").exists()
+
+
+# --- GPU hygiene: the NVML logic on a fake GPU ---------------------------------------------------
+
+class FakeGpus:
+    """Power and temperature readings that fall as a GPU cools down; processes as NVML lists them."""
+
+    def __init__(self, power, temps, processes=()):
+        self.power, self.temps, self.procs = list(power), list(temps), list(processes)
+
+    def power_w(self):
+        return self.power.pop(0) if len(self.power) > 1 else self.power[0]
+
+    def temperatures_c(self):
+        return self.temps.pop(0) if len(self.temps) > 1 else self.temps[0]
+
+    def processes(self):
+        return self.procs
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_settle_waits_until_power_and_temperature_are_back_near_idle():
+    reference = IdleReference(power_w=60.0, temperatures_c=[35])  # targets: 79 W, 40 degC
+    gpus = FakeGpus(power=[250, 150, 78, 75], temps=[[60], [50], [45], [39]])
+    clock = FakeClock()
+    record = settle(gpus, None, reference, max_wait_s=60, poll_s=0.5, clock=clock, sleep=clock.sleep)
+    assert record["reached"] and record["waited_s"] == 1.5 and record["temperatures_c"] == [39]
+    assert record["outcome"].startswith("settled after 1.5 s")
+
+
+def test_settle_gives_up_at_its_bound_and_says_what_was_still_high():
+    gpus = FakeGpus(power=[300], temps=[[70]])
+    clock = FakeClock()
+    record = settle(gpus, None, IdleReference(60.0, [35]), max_wait_s=60, poll_s=0.5, clock=clock, sleep=clock.sleep)
+    assert not record["reached"] and record["waited_s"] == 60
+    assert "not settled after 60 s (--llem-settle-s 60)" in record["outcome"]
+    assert "300 W > 79 W" in record["outcome"] and "GPU 0 at 70 degC > 40 degC" in record["outcome"]
+    assert settle(gpus, None, IdleReference(60.0, [35]), max_wait_s=0)["outcome"] == \
+        "skipped: disabled (--llem-settle-s 0)"
+
+
+def test_residual_memory_names_other_processes_but_not_our_own_children():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        gpus = FakeGpus([50], [[30]], processes=[(os.getpid(), 4000), (child.pid, 9000), (1, 2000)])
+        record = residual_memory(gpus, None, max_mb=1024)
+        assert residual_memory(gpus, None, max_mb=4096)["ok"] is True
+    finally:
+        child.communicate()
+    assert record["ok"] is False and record["other_used_mb"] == 2000
+    assert [p["pid"] for p in record["other_processes"]] == [1]
+    assert "over limit: 2000 MiB held by other processes (limit 1024 MiB, --llem-max-residual-mb)" in record["outcome"]
+    assert "(pid 1, 2000 MiB)" in record["outcome"]
+
+
+def test_hygiene_fail_mode_stops_the_experiment_and_warn_mode_records_it():
+    def opener():
+        return FakeGpus([50], [[30]], processes=[(1, 3000)]), None
+
+    with pytest.raises(ResidualMemoryError, match="--llem-residual warn"):
+        Hygiene(1024, "fail", 0, gpus_opener=opener).before("exp")
+    record = Hygiene(1024, "warn", 0, gpus_opener=opener).before("exp")
+    assert record["residual_memory"]["ok"] is False and record["settle"]["outcome"].startswith("skipped: disabled")
+
+
+def test_without_nvml_hygiene_says_so_and_does_not_wait():
+    pytest.importorskip("pynvml")
+    from llem_bench.hygiene import open_gpus
+
+    if open_gpus()[0] is not None:
+        pytest.skip("this machine has NVML and a GPU")
+    start = time.monotonic()
+    record = Hygiene(1024, "fail", 60).before("exp")
+    assert time.monotonic() - start < 5
+    assert record["settle"]["outcome"].startswith("skipped: NVML unavailable (")
+    assert record["residual_memory"]["outcome"].startswith("skipped: NVML unavailable (")

@@ -1,2 +1,2 @@
-"""Where an experiment runs: in this process, a fresh subprocess, or another interpreter (venv).
+"""Where an experiment runs: in this process, a subprocess, another interpreter (venv) or a container.
 One JSON protocol: an experiment request in, an ExperimentResult JSON out, a log kept."""

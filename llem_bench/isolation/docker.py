@@ -1,6 +1,7 @@
-"""docker:<image> runner: the worker runs in a container with the experiment's GPUs.
+"""docker:<image> runner: the worker runs in `docker run --rm` with the experiment's GPUs.
 
-Pre-flight checks run before any container starts, each failing with what to do about it.
+Pre-flight checks run before any container starts (at session configure time), each failing with
+what to do about it. The parsing of docker's answers is kept in small pure functions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Optional
 from llem_bench.config.errors import ConfigError
 
 PASS_ENV_PREFIXES = ("LLEM_", "HF_", "CUDA_", "VLLM_", "NCCL_", "TRANSFORMERS_")
+# Inside the container the GPUs are renumbered from 0, so the host's selection becomes --gpus instead.
+NOT_PASSED = ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")
 IO_DIR, CODE_DIR, SERIES_DIR = "/llem-io", "/opt/llem", "/llem-timeseries"
 
 
@@ -28,6 +31,8 @@ def last_line(text: str) -> str:
 
 
 def has_nvidia_runtime(runtimes_json: str) -> bool:
+    """`docker info --format '{{json .Runtimes}}'` names an nvidia runtime (or CDI is not needed:
+    Docker >= 25 with the toolkit's CDI spec also lists it as 'nvidia')."""
     try:
         return "nvidia" in json.loads(runtimes_json or "{}")
     except json.JSONDecodeError:
@@ -35,11 +40,21 @@ def has_nvidia_runtime(runtimes_json: str) -> bool:
 
 
 def cuda_mismatch(stderr: str) -> Optional[str]:
-    """The container's CUDA needs a newer driver than the host has."""
+    """The container's CUDA needs a newer driver than the host has: the toolkit's requirement check
+    ('unsatisfied condition: cuda>=12.8') or the CUDA runtime's own complaint."""
     text = stderr.lower()
     if "unsatisfied condition: cuda" in text or "cuda driver version is insufficient" in text:
         return last_line(stderr)
     return None
+
+
+def engine_unreachable_hint(stderr: str) -> str:
+    """What to do when `docker info` fails: permissions and a stopped daemon need different fixes."""
+    if "permission denied" in stderr.lower():
+        return ("you may not use the Docker socket: add yourself to the 'docker' group "
+                "('sudo usermod -aG docker $USER', then log in again) or point DOCKER_HOST at an engine you may use")
+    return ("start it (e.g. 'sudo systemctl start docker', or Docker Desktop) or check DOCKER_HOST / "
+            "'docker context ls'")
 
 
 def preflight(image: str, need_gpus: bool) -> None:
@@ -53,9 +68,8 @@ def preflight(image: str, need_gpus: bool) -> None:
     except subprocess.TimeoutExpired:
         raise ConfigError(f"{where}: 'docker info' did not answer in 30 s; is the Docker engine hung?") from None
     if info.returncode != 0:
-        raise ConfigError(f"{where}: the Docker engine is unreachable ({last_line(info.stderr)}); start it "
-                          "(e.g. 'sudo systemctl start docker') or check that you may use its socket "
-                          "(the 'docker' group, DOCKER_HOST)")
+        raise ConfigError(f"{where}: the Docker engine is unreachable ({last_line(info.stderr)}); "
+                          f"{engine_unreachable_hint(info.stderr)}")
     if need_gpus and not has_nvidia_runtime(info.stdout):
         raise ConfigError(f"{where}: Docker has no NVIDIA runtime; install the NVIDIA Container Toolkit and run "
                           "'sudo nvidia-ctk runtime configure --runtime=docker' then restart Docker")
@@ -70,20 +84,38 @@ def preflight(image: str, need_gpus: bool) -> None:
                 raise ConfigError(f"{where}: the image's CUDA needs a newer NVIDIA driver than this host has "
                                   f"({mismatch}); use an image built for the host's CUDA version or update the driver")
             raise ConfigError(f"{where}: no GPU visible inside the container ({last_line(probe.stderr)}); "
-                              "check 'docker run --rm --gpus all <image> nvidia-smi'")
+                              f"check 'docker run --rm --gpus all --entrypoint nvidia-smi {image} -L'")
+
+
+def gpu_request(need_gpus: bool, visible: Optional[str]) -> Optional[str]:
+    """--gpus value: the GPUs this process may use (CUDA_VISIBLE_DEVICES), all of them when it does not
+    say, none on a host without GPUs."""
+    if not need_gpus:
+        return None
+    if visible is None or not visible.strip():
+        return "all"
+    devices = ",".join(d.strip() for d in visible.split(",") if d.strip())
+    return f'"device={devices}"'  # the quotes keep docker from splitting the list at its commas
 
 
 def docker_command(image: str, io_dir: Path, package_root: Path, series_dir: Path, name: str,
-                   shm_size: str, ipc_host: bool) -> list[str]:
-    cmd = ["docker", "run", "--rm", "--name", name, "--gpus", "all",
-           "-v", f"{io_dir}:{IO_DIR}", "-v", f"{package_root / 'llem_bench'}:{CODE_DIR}/llem_bench:ro",
-           "-v", f"{series_dir}:{SERIES_DIR}", "-e", f"PYTHONPATH={CODE_DIR}"]
+                   shm_size: str, ipc_host: bool, gpus: Optional[str] = "all",
+                   environ: Optional[dict[str, str]] = None, workdir: Optional[Path] = None) -> list[str]:
+    environ = dict(os.environ if environ is None else environ)
+    workdir = Path(workdir or os.getcwd()).resolve()
+    cmd = ["docker", "run", "--rm", "--name", name]
+    if gpus:
+        cmd += ["--gpus", gpus]
     cmd += ["--ipc=host"] if ipc_host else ["--shm-size", shm_size]
-    cache = os.environ.get("LLEM_CACHE_DIR")
-    if cache:
-        cmd += ["-v", f"{cache}:{cache}"]
-    for key in sorted(os.environ):
-        if key.startswith(PASS_ENV_PREFIXES) and key != "PYTHONPATH":
+    cmd += ["-v", f"{io_dir}:{IO_DIR}", "-v", f"{series_dir}:{SERIES_DIR}",
+            "-v", f"{package_root / 'llem_bench'}:{CODE_DIR}/llem_bench:ro", "-e", f"PYTHONPATH={CODE_DIR}",
+            # relative paths in the study (prompt files, local models) resolve as they do here
+            "-v", f"{workdir}:{workdir}:ro", "-w", str(workdir)]
+    for key in ("LLEM_CACHE_DIR", "HF_HOME"):  # model caches: the container reuses what is on the host
+        if environ.get(key):
+            cmd += ["-v", f"{environ[key]}:{environ[key]}"]
+    for key in sorted(environ):
+        if key.startswith(PASS_ENV_PREFIXES) and key not in NOT_PASSED:
             cmd += ["-e", key]
     return cmd + ["--entrypoint", "python3", image, "-m", "llem_bench.isolation.worker",
                   f"{IO_DIR}/request.json", f"{IO_DIR}/result.json"]

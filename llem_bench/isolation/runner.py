@@ -1,18 +1,21 @@
 """Run an experiment in a separate process and bring its result back.
 
 `subprocess` uses this interpreter; `venv:<python>` another one (e.g. a vLLM venv whose torch
-and transformers pins clash with ours). The worker gets its own session so a timeout can kill
-the whole process group: backends such as vLLM start children that must not keep the GPU.
+and transformers pins clash with ours); `docker:<image>` a container. The worker gets its own
+session so a timeout or Ctrl-C can kill the whole process group: backends such as vLLM start
+children that must not keep the GPU.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,6 +23,7 @@ from typing import Optional
 from pydantic import ValidationError
 
 import llem_bench
+from llem_bench.backends.base import load_key
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.study import Experiment
 from llem_bench.isolation.protocol import experiment_to_json
@@ -89,55 +93,152 @@ class WorkerFailed(RuntimeError):
     """The worker died or hung without writing a result."""
 
 
-def run_in_worker(spec: RunnerSpec, experiment: Experiment, *, run_id: str, started_at: str,
-                  log_path: Path, timeout_s: Optional[float], docker: DockerOptions = DockerOptions()) -> ExperimentResult:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    series_dir = log_path.parent.parent / "timeseries"
-    series_dir.mkdir(parents=True, exist_ok=True)
-    container = f"llem-{os.getpid()}-{experiment.test_id}"[:120]
-    with tempfile.TemporaryDirectory(prefix="llem-worker-") as tmp:
-        request, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        if spec.kind == "docker":
-            from llem_bench.isolation.docker import SERIES_DIR, docker_command
+class Workers:
+    """Runs experiments out of process and keeps the subprocess/venv worker of the current load group
+    alive: consecutive experiments with the same load settings (pytest orders them so) reuse its
+    loaded model, as the in-process runner does. A docker: worker is one container per experiment.
 
-            os.chmod(tmp, 0o777)  # the container's user writes the result here
-            command = docker_command(spec.image, Path(tmp), PACKAGE_ROOT, series_dir, container,
-                                     docker.shm_size, docker.ipc_host)
-            series_in_worker = SERIES_DIR
-        else:
-            command = [spec.python, "-m", "llem_bench.isolation.worker", str(request), str(result_path)]
-            series_in_worker = str(series_dir)
+    Each experiment gets `<run>/worker-io/<test-id>/` (request and result, mounted into a container)
+    and its own log, `<run>/logs/<test-id>.log`.
+    """
+
+    def __init__(self, run_path: Path, timeout_s: Optional[float], docker: DockerOptions = DockerOptions()):
+        self.run_path, self.timeout_s, self.docker = Path(run_path), timeout_s, docker
+        self._proc: Optional[subprocess.Popen] = None
+        self._key: Optional[tuple[str, str]] = None
+
+    def run(self, spec: RunnerSpec, experiment: Experiment, *, run_id: str, started_at: str) -> ExperimentResult:
+        test_id = experiment.test_id
+        log_path = self.run_path / "logs" / f"{test_id}.log"
+        series_dir = self.run_path / "timeseries"
+        io_dir = self.run_path / "worker-io" / test_id
+        for folder in (log_path.parent, series_dir, io_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+        request, result_path = io_dir / "request.json", io_dir / "result.json"
+        result_path.unlink(missing_ok=True)
+        in_container = spec.kind == "docker"
         request.write_text(json.dumps({"experiment": experiment_to_json(experiment), "run_id": run_id,
-                                       "started_at": started_at, "timeseries_dir": series_in_worker}))
-        env = dict(os.environ)
-        # The other interpreter imports this very llem_bench, installed there or not.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _stop(proc, spec, container)
-                raise WorkerFailed(f"timed out after {timeout_s:.0f} s; process group killed\n{_tail(log_path)}")
-            except BaseException:  # Ctrl-C: take the worker and its children down with us
-                _stop(proc, spec, container)
-                raise
-            finally:
-                _stop(proc, spec, container)  # orphans (e.g. engine cores) must not keep the GPU
-        if not result_path.is_file():
-            raise WorkerFailed(f"worker exited with {_describe(code)} without a result\n{_tail(log_path)}")
+                                       "started_at": started_at,
+                                       "timeseries_dir": _container_series() if in_container else str(series_dir)}))
         try:
-            return ExperimentResult.model_validate_json(result_path.read_text())
-        except ValidationError as exc:
-            raise WorkerFailed(f"worker wrote an unreadable result: {exc}\n{_tail(log_path)}") from None
+            if in_container:
+                self.close()
+                code = self._run_container(spec, io_dir, series_dir, log_path, test_id)
+            else:
+                code = self._serve(spec, experiment, request, result_path, log_path)
+            if not result_path.is_file():
+                raise WorkerFailed(f"worker exited with {_describe(code)} without a result\n{_tail(log_path)}")
+            try:
+                return ExperimentResult.model_validate_json(result_path.read_text())
+            except ValidationError as exc:
+                raise WorkerFailed(f"worker wrote an unreadable result: {exc}\n{_tail(log_path)}") from None
+        finally:
+            shutil.rmtree(io_dir, ignore_errors=True)  # files a container wrote as root may stay
+            try:
+                io_dir.parent.rmdir()
+            except OSError:
+                pass  # not empty (a container's leftovers) or already gone
+
+    def _serve(self, spec: RunnerSpec, experiment: Experiment, request: Path, result_path: Path,
+               log_path: Path) -> Optional[int]:
+        """Hand the experiment to the group's worker; None once it replied, else its exit status."""
+        key = (str(spec), load_key(experiment.config))
+        if self._key != key or self._proc is None or self._proc.poll() is not None:
+            self.close()
+            with open(log_path, "a") as log:  # startup output goes to the first experiment's log
+                self._proc = subprocess.Popen([spec.python, "-m", "llem_bench.isolation.worker", "--serve"],
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                              env=_worker_env(), start_new_session=True, text=True)
+            self._key = key
+        proc = self._proc
+        try:
+            proc.stdin.write(json.dumps({"request": str(request), "result": str(result_path),
+                                         "log": str(log_path)}) + "\n")
+            proc.stdin.flush()
+            outcome = self._reply(proc)
+            if outcome == "reply":
+                return None
+            if outcome == "timeout":
+                self.close()
+                raise WorkerFailed(f"timed out after {self.timeout_s:.0f} s; process group killed\n{_tail(log_path)}")
+        except BrokenPipeError:
+            pass  # it died before reading the request: reported below with its exit status
+        except BaseException:  # Ctrl-C: take the worker and its children down with us
+            self.close()
+            raise
+        code = proc.wait()
+        self.close()  # orphans (e.g. engine cores) must not keep the GPU
+        return code
+
+    def _reply(self, proc: subprocess.Popen) -> str:
+        """Wait for the worker's reply line: "reply", "died" or "timeout". Looks at the worker every
+        second as well: a child it forked (a vLLM engine core) may hold the pipe open after it died."""
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        while True:
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if wait <= 0:
+                return "timeout"
+            ready, _, _ = select.select([proc.stdout], [], [], wait)
+            if ready:
+                return "reply" if proc.stdout.readline() else "died"
+            if proc.poll() is not None:
+                return "died"
+
+    def _run_container(self, spec: RunnerSpec, io_dir: Path, series_dir: Path, log_path: Path, test_id: str) -> int:
+        from llem_bench.isolation.docker import docker_command, gpu_request, kill_container
+
+        os.chmod(io_dir, 0o777)  # the container's user writes the result here
+        name = f"llem-{os.getpid()}-{test_id}"[:120]
+        gpus = gpu_request(host_has_gpus(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        command = docker_command(spec.image, io_dir, PACKAGE_ROOT, series_dir, name,
+                                 self.docker.shm_size, self.docker.ipc_host, gpus=gpus)
+        with open(log_path, "a") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
+                                    start_new_session=True)
+            try:
+                return proc.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                raise WorkerFailed(f"timed out after {self.timeout_s:.0f} s; container killed\n{_tail(log_path)}")
+            finally:
+                if proc.poll() is None:
+                    kill_container(name)  # killing the docker CLI alone would leave the container running
+                _kill_group(proc)
+
+    def close(self) -> None:
+        """Stop the current worker and everything it started."""
+        if self._proc is not None:
+            _kill_group(self._proc)
+            for stream in (self._proc.stdin, self._proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self._proc, self._key = None, None
 
 
-def _stop(proc: subprocess.Popen, spec: RunnerSpec, container: str) -> None:
-    if spec.kind == "docker" and proc.poll() is None:
-        from llem_bench.isolation.docker import kill_container
+def _container_series() -> str:
+    from llem_bench.isolation.docker import SERIES_DIR
 
-        kill_container(container)  # killing the docker CLI alone would leave the container running
-    _kill_group(proc)
+    return SERIES_DIR
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The other interpreter imports this very llem_bench, installed there or not.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def host_has_gpus() -> bool:
+    try:
+        from llem_bench.energy.gpus import nvml_init
+
+        return nvml_init().nvmlDeviceGetCount() > 0
+    except Exception:
+        return False
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -148,7 +249,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _describe(code: int) -> str:
+def _describe(code: Optional[int]) -> str:
+    if code is None:
+        return "a reply"
     if code < 0:
         return f"signal {signal.Signals(-code).name}" + (" (killed: out of memory?)" if code == -9 else "")
     return f"exit code {code}"

@@ -1,28 +1,34 @@
-"""Worker entry point: `python -m llem_bench.isolation.worker REQUEST.json RESULT.json`.
+"""Worker entry point, run in this interpreter or another one (a venv or a container with its own
+backend pins). Writes each ExperimentResult atomically.
 
-Runs one experiment in this interpreter (which may be another venv with its own backend pins)
-and writes its ExperimentResult atomically. Exit 0 with status ok, 1 with a failed result.
+  python -m llem_bench.isolation.worker REQUEST.json RESULT.json
+      one experiment; exit 0 with status ok, 1 with a failed result (the docker: runner)
+  python -m llem_bench.isolation.worker --serve
+      experiments of one load group, one JSON line each on stdin ({"request", "result", "log"});
+      the loaded model is kept between them; one line back on stdout when a result is written
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
-from llem_bench.energy.meter import make_energy_meter
-from llem_bench.harness.pool import BackendPool
-from llem_bench.harness.runner import failed_result, run_experiment
-from llem_bench.isolation.protocol import experiment_from_json
-from llem_bench.results.store import write_json_atomic
+# Backends are imported inside the functions: in --serve mode nothing may print to the reply
+# channel, so stdout is redirected before anything heavy (torch, vLLM) is imported.
 
 
-def main(request_path: str, result_path: str) -> int:
-    request = json.loads(open(request_path).read())
+def run_one(request_path: str, result_path: str, pool) -> int:
+    from llem_bench.energy.meter import make_energy_meter
+    from llem_bench.harness.runner import failed_result, run_experiment
+    from llem_bench.isolation.protocol import experiment_from_json
+    from llem_bench.results.store import write_json_atomic
+
+    request = json.loads(Path(request_path).read_text())
     experiment = experiment_from_json(request["experiment"])
     run_id, started = request["run_id"], request["started_at"]
-    pool = BackendPool()
     try:
         backend, reused, load_s = pool.acquire(experiment.config)
         result = run_experiment(
@@ -37,11 +43,49 @@ def main(request_path: str, result_path: str) -> int:
         traceback.print_exc()
         result = failed_result(experiment, run_id, started, f"{type(exc).__name__}: {exc}")
         code = 1
-    finally:
-        pool.close()
+        pool.close()  # a failure may leave the backend in a bad state: the next experiment reloads
     write_json_atomic(Path(result_path), result.model_dump(mode="json"))
     return code
 
 
+def main(request_path: str, result_path: str) -> int:
+    from llem_bench.harness.pool import BackendPool
+
+    pool = BackendPool()
+    try:
+        return run_one(request_path, result_path, pool)
+    finally:
+        pool.close()
+
+
+def serve() -> int:
+    # stdout is the reply channel; everything printed (ours, the backend's) goes to the experiment's log.
+    # os.dup gives a non-inheritable fd: a backend's child processes never hold the channel open.
+    reply = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    from llem_bench.harness.pool import BackendPool
+
+    pool = BackendPool()
+    try:
+        for line in sys.stdin:
+            job = json.loads(line)
+            _log_to(job["log"])
+            code = run_one(job["request"], job["result"], pool)
+            reply.write(json.dumps({"code": code}) + "\n")
+            reply.flush()
+    finally:
+        pool.close()
+    return 0
+
+
+def _log_to(path: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(serve() if sys.argv[1:] == ["--serve"] else main(sys.argv[1], sys.argv[2]))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from llem_bench.harness.metrics import METRICS
-from llem_bench.results.history import collect_history, history_key
+from llem_bench.results.compare import compare_runs, load_side
+from llem_bench.results.history import KEY_COLUMNS, collect_history, comparable, environment_facts, history_key
 from llem_bench.results.store import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +22,8 @@ def test_history_key_names_commit_gpus_driver_and_the_backend_stack():
     vllm = history_key(results["vllm"])
     assert vllm == {
         "git_commit": "d0dce95314c50ddccbf524ab39be04d5f6ebc076", "git_dirty": False,
-        "gpus": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "cuda_driver": "13.0", "backend": "vllm",
+        "gpus": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "cuda_driver": "13.0",
+        "cpu": "Intel(R) Xeon(R) Processor", "backend": "vllm",
         "packages": {"vllm": "0.26.0", "torch": "2.11.0", "transformers": "5.17.0", "tokenizers": "0.23.2",
                      "nvidia-ml-py": "13.610.43", "zeus": "0.16.0"},
     }
@@ -46,7 +48,7 @@ def test_collect_history_has_one_row_per_experiment_of_every_run(tmp_path):
     expected = {p.stem for p in root.glob("study/h100-*/results/*.json")}
     assert len(df) == len(expected) == 13 and set(df["test_id"]) == expected
     assert set(METRICS) <= set(df.columns)
-    assert {"git_commit", "git_dirty", "gpus", "driver", "backend", "pkg:torch", "pkg:vllm"} <= set(df.columns)
+    assert {*KEY_COLUMNS, "pkg:torch", "pkg:vllm"} <= set(df.columns)
     assert list(df["started_at"]) == sorted(df["started_at"])
     assert df.attrs["problems"] and "x.json" in df.attrs["problems"][0]
 
@@ -61,3 +63,51 @@ def test_collect_history_has_one_row_per_experiment_of_every_run(tmp_path):
 def test_collect_history_of_an_empty_root_is_an_empty_frame(tmp_path):
     df = collect_history(tmp_path)
     assert df.empty and "output_tokens_per_s" in df.columns and df.attrs["problems"] == []
+
+
+def _with_env(result, **changes):
+    """A copy of result whose environment has `changes` applied (nvml.<key> and packages.<name> dotted)."""
+    data = result.model_dump(mode="json")
+    for dotted, value in changes.items():
+        *path, last = dotted.split(".")
+        node = data["environment"]
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return type(result).model_validate(data)
+
+
+def test_comparable_ignores_the_commit_but_names_every_hardware_and_stack_difference():
+    base = RunDir(REFERENCE / "h100-vllm-llama-1b").read_results()[0]
+    same = _with_env(base, git_commit="f" * 40, git_dirty=True)
+    assert comparable(base, same) == (True, [])
+
+    other = _with_env(base, **{"nvml.driver": "590.1", "packages.torch": "2.12.0", "cpu": "AMD EPYC 9654"})
+    other.energy["gpus"] = [{"name": "NVIDIA H200"}]
+    ok, reasons = comparable(base, other)
+    assert not ok
+    assert reasons == ["GPUs: baseline NVIDIA H100 80GB HBM3 vs candidate NVIDIA H200",
+                       "GPU driver: baseline 580.159.04 vs candidate 590.1",
+                       "CPU: baseline Intel(R) Xeon(R) Processor vs candidate AMD EPYC 9654",
+                       "torch: baseline 2.11.0 vs candidate 2.12.0"]
+
+
+def test_comparable_of_a_cpu_run_and_a_gpu_run_says_so():
+    gpu = RunDir(REFERENCE / "h100-vllm-llama-1b").read_results()[0]
+    cpu = _with_env(gpu, nvml={"available": False})
+    cpu.energy["gpus"] = []
+    ok, reasons = comparable(gpu, cpu)
+    assert not ok and "GPUs: baseline NVIDIA H100 80GB HBM3 vs candidate none" in reasons
+    assert "GPU driver: baseline 580.159.04 vs candidate none" in reasons
+    assert environment_facts(cpu)["GPUs"] == "none"
+
+
+def test_compare_runs_takes_its_environment_warnings_from_comparable():
+    """compare.py does not keep its own list of facts: its warnings are comparable's reasons."""
+    base = load_side(REFERENCE / "h100-vllm-llama-1b")
+    cand = {t: _with_env(r, **{"nvml.driver": "590.1"}) for t, r in base.items()}
+    warnings = compare_runs(base, cand).warnings
+    _, reasons = comparable(next(iter(base.values())), next(iter(cand.values())))
+    assert [w for w in warnings if w.startswith("ENVIRONMENT MISMATCH")] == [f"ENVIRONMENT MISMATCH: {r}"
+                                                                             for r in reasons]
+    assert not [w for w in compare_runs(base, base).warnings if "ENVIRONMENT" in w]

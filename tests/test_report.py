@@ -33,6 +33,19 @@ class Page(HTMLParser):
         self.text.append(data)
 
 
+def page_alts(path: Path) -> list[str]:
+    """The alt text of every image on the page."""
+    alts = []
+
+    class Alts(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                alts.append(dict(attrs).get("alt"))
+
+    Alts().feed(path.read_text())
+    return alts
+
+
 def parse(path: Path) -> Page:
     page = Page()
     page.feed(path.read_text())
@@ -101,7 +114,8 @@ def test_cpu_run_report_plots_throughput_only_and_says_why(tmp_path):
     text = " ".join(page.text)
     assert caption in text
     assert "no power sampler: the experiment runs on the CPU" in text  # why there is no timeseries
-    assert len(page.images) == 1 + 2  # throughput bars, and batch_size and num_prompts axes
+    assert len(page.images) == 1 + 1  # throughput bars, and batch_size (= num_prompts: they move together)
+    assert "by batch_size (= num_prompts)" in page_alts(run.path / "report.html")
     assert "n/a" in (run.path / "report.md").read_text()
 
 
@@ -135,3 +149,187 @@ def test_comparison_html_shows_deltas_verdicts_and_the_gate():
 
     same = compare_runs(load_side(GATE_DEMO / "baseline"), load_side(GATE_DEMO / "baseline"))
     assert "GATE: PASS" in render_comparison_html(same)
+
+
+# --- the committed PyTorch run: GPU energy, no sampler data, no latency/phases/roofline ----------
+
+PYTORCH_REFERENCE = REPO / "reports" / "reference" / "h100-pytorch-llama-1b"
+
+
+def test_gpu_run_without_sampler_data_gets_scatter_and_bars_and_says_why_no_timeseries(tmp_path):
+    run = RunDir(shutil.copytree(PYTORCH_REFERENCE, tmp_path / "run"))
+    (run.path / "report.html").unlink()
+    summary = write_reports(run)
+    results = run.read_results()
+    assert len(results) == 6 and len(summary["experiments"]) == 6
+
+    html_path = run.path / "report.html"
+    page = parse(html_path)
+    text = " ".join(page.text)
+    assert "script" not in page.tags and "link" not in page.tags
+    assert all(r.test_id in text for r in results)
+    # the scatter comes first, as an inline PNG, with one series (pytorch)
+    assert page.images[0].startswith("data:image/png;base64,")
+    assert base64.b64decode(page.images[0].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plots.scatter_legend_labels(results) == ["pytorch"]
+    assert "Energy per output token against throughput" in text
+    # batch_size and num_prompts move together, as do prompts and input_tokens: one chart each
+    assert plots.tied_axes(results) == {"batch_size": ["workload.num_prompts"],
+                                        "workload.prompts": ["workload.input_tokens"]}
+    assert len(page.images) == 1 + 2  # no timeseries in these results
+    assert "No power timeseries for:" in text
+    # the old results carry none of the new slots: no empty sections, no crash
+    assert "Streaming latency (ms)" not in text and "Decode memory-bandwidth roofline" not in text
+    md = (run.path / "report.md").read_text()
+    assert "## Streaming latency" not in md and "## Prefill vs decode" not in md and "## Validity" not in md
+    assert "| verdict |" in md and all(f"| {r.test_id} | ok" in md for r in results)
+
+
+# --- synthetic results with every new slot filled ----------------------------------------------
+
+def _summary(values):
+    from llem_bench.harness.stats import summarize
+    from llem_bench.results.schema import MetricSummary
+
+    return MetricSummary(**summarize(values))
+
+
+def _result(test_id, backend, batch, *, verdict="valid", reasons=(), timeseries=None, energy=True, ttft=None,
+            setting="batch_size"):
+    from llem_bench.results.schema import ExperimentResult
+
+    tps = [100.0 * batch, 101.0 * batch, 99.0 * batch]
+    metrics = {"output_tokens_per_s": _summary(tps), "wall_time_s": _summary([6.0, 6.1, 5.9]),
+               "requests_per_s": _summary([v / 64 for v in tps])}
+    metrics["energy_per_output_token_j"] = _summary([2.0 / batch, 2.1 / batch, 1.9 / batch]) if energy else None
+    return ExperimentResult(
+        test_id=test_id, config_hash=test_id[-6:], study="synth", run_id="r1", status="ok", backend=backend,
+        model="synthetic:tiny", synthetic=True, config={"dtype": "bfloat16", backend: {setting: batch}},
+        explicit={"dtype": "bfloat16", backend: {setting: batch}},
+        energy={"source": "nvml_counter", "available": True, "gpus": [{"name": "NVIDIA H100 80GB HBM3"}]},
+        metrics=metrics,
+        unavailable={} if energy else {"energy_per_output_token_j": "the GPU has no energy counter"},
+        latency={"ttft_ms": {"mean": ttft, "p50": ttft, "p90": ttft * 1.5, "p99": ttft * 2, "n": 8},
+                 "itl_ms": {"mean": 5.0, "p50": 4.5, "p90": 7.0, "p99": 12.5, "n": 255},
+                 "e2e_latency_ms": {"mean": 1300.0, "p50": 1290.0, "p90": 1400.0, "p99": 1500.0, "n": 8}}
+        if ttft else {},
+        phases={"prefill": {"time_s": 0.02, "energy_j": 3.0, "energy_per_token_j": 0.0468},
+                "decode": {"time_s": 4.0, "energy_j": 600.0, "energy_per_token_j": 2.345}},
+        roofline={"bound_tokens_per_s": 1000.0 * batch, "fraction": 0.125, "bandwidth_gbs": 3350.0,
+                  "bytes_per_step": 2.5e9, "gpu": "NVIDIA H100 80GB HBM3"},
+        validity={"verdict": verdict, "reasons": list(reasons)},
+        power={"samples": 120, "max_temperature_c": 51, "throttle_reasons": ["sw_power_cap"],
+               "cross_check": {"relative_difference": 0.0123, "agree": True, "threshold": 0.03}},
+        idle={"before_load": {"mean_power_w": 70.0}, "resident": {"mean_power_w": 120.0}},
+        timeseries=timeseries, started_at=f"2026-01-01T00:00:0{batch % 10}+00:00")
+
+
+MARKS = [(0.0, "idle_start"), (1.0, "idle_end"), (1.2, "warmup_start"), (2.0, "warmup_end"),
+         (2.1, "window_start"), (3.0, "window_end"), (3.1, "window_start"), (4.0, "window_end")]
+
+
+def _write_timeseries(path: Path) -> None:
+    """Two GPUs sampled every 50 ms (idle at 60 W each, 300 W each in the windows) plus marks."""
+    cols = ("t_s,kind,tick,gpu,power_w,power_instant_w,sm_clock_mhz,mem_clock_mhz,temperature_c,gpu_util_pct,"
+            "mem_util_pct,throttle_mask,energy_mj,throttle_reasons,mark")
+    lines = [cols]
+    for tick in range(90):
+        t = tick * 0.05
+        watts = 300.0 if 2.1 <= t <= 4.0 else 60.0
+        for gpu in ("gpu-a", "gpu-b"):
+            lines.append(f"{t:.3f},sample,{tick},{gpu},{watts},{watts},1980,2619,45,90,40,0,{int(t * 1e6)},,")
+    lines += [f"{t:.3f},mark,,,,,,,,,,,,,{label}" for t, label in MARKS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _synthetic_run(root: Path) -> tuple[RunDir, list]:
+    run = RunDir(root / "synth" / "r1")
+    _write_timeseries(run.path / "timeseries" / "pytorch-b1.csv")
+    results = [
+        _result("pytorch-tiny-bf16-batch_size_1-aaaaaa", "pytorch", 1, timeseries="timeseries/pytorch-b1.csv",
+                ttft=21.5),
+        _result("pytorch-tiny-bf16-batch_size_8-bbbbbb", "pytorch", 8, verdict="warning",
+                reasons=["GPU throttled in the measured windows: sw_power_cap"], timeseries="timeseries/missing.csv",
+                ttft=33.25),
+        _result("vllm-tiny-bf16-max_num_seqs_8-cccccc", "vllm", 8, verdict="invalid",
+                reasons=["token counts do not match the plan"], setting="max_num_seqs"),
+        _result("vllm-tiny-bf16-max_num_seqs_64-dddddd", "vllm", 64, setting="max_num_seqs"),
+    ]
+    for r in results:
+        run.write_result(r)
+    return run, results
+
+
+def test_report_md_has_verdict_latency_phases_roofline_power_and_validity(tmp_path):
+    run, results = _synthetic_run(tmp_path)
+    write_reports(run)
+    md = (run.path / "report.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in md.split("\n## ")[0].splitlines() if line.startswith("| ")}
+    assert rows["pytorch-tiny-bf16-batch_size_1-aaaaaa"].endswith("| valid |")
+    assert rows["pytorch-tiny-bf16-batch_size_8-bbbbbb"].endswith("| warning |")
+    assert rows["vllm-tiny-bf16-max_num_seqs_8-cccccc"].endswith("| invalid |")
+
+    latency = md.split("## Streaming latency (ms)")[1].split("##")[0]
+    assert "| pytorch-tiny-bf16-batch_size_1-aaaaaa | 21.50 | 43.00 | 4.50 | 12.50 | 1,290 |" in latency
+    assert "vllm-tiny" not in latency  # no latency recorded: no row
+
+    phases = md.split("## Prefill vs decode (per pass)")[1].split("##")[0]
+    assert "| prefill J/prompt token |" in phases and "| decode J/token |" in phases
+    assert "| pytorch-tiny-bf16-batch_size_1-aaaaaa | 0.02 | 3.00 | 0.0468 | 4.00 | 600 | 2.35 |" in phases
+
+    roofline = md.split("## Decode memory-bandwidth roofline")[1].split("##")[0]
+    assert "| 12.5% |" in roofline and "3,350" in roofline
+
+    power = md.split("## Idle power and power sampling")[1].split("##")[0]
+    assert "| 70.00 | 120 | 120 | 51 | sw_power_cap | +1.23% |" in power
+
+    validity = md.split("## Validity: why not valid")[1].split("##")[0]
+    assert "pytorch-tiny-bf16-batch_size_1-aaaaaa" not in validity
+    assert "| pytorch-tiny-bf16-batch_size_8-bbbbbb | warning | GPU throttled" in validity
+    assert "**vllm-tiny-bf16-max_num_seqs_8-cccccc** is invalid: token counts do not match the plan" in md
+
+
+def test_report_html_has_the_new_sections_and_the_power_timeseries(tmp_path):
+    run, results = _synthetic_run(tmp_path)
+    write_reports(run)
+    page = parse(run.path / "report.html")
+    text = " ".join(page.text)
+    assert "script" not in page.tags and page.tags.count("html") == 1
+    for title in ("Experiments", "Streaming latency (ms)", "Prefill vs decode (per pass)",
+                  "Decode memory-bandwidth roofline", "Idle power and power sampling", "Validity: why not valid",
+                  "Energy per output token against throughput", "GPU power over time"):
+        assert title in text, title
+    assert all(r.test_id in text for r in results)
+    # scatter, a bar chart per sweep axis (pytorch's batch_size, vllm's max_num_seqs), one power timeseries
+    # (the second CSV is missing, the vllm experiments have none)
+    assert len(page.images) == 4 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert page_alts(run.path / "report.html")[1:3] == ["by batch_size", "by max_num_seqs"]
+    assert "timeseries/missing.csv not found" in text
+    assert plots.scatter_legend_labels(results) == ["pytorch", "vllm"]
+    assert plots.sweep_axes(results) == ["batch_size", "max_num_seqs"]
+    x_values, series = plots.axis_groups(results, "max_num_seqs")
+    assert x_values == [8, 64] and set(series) == {"vllm"}
+
+
+def test_power_figure_sums_gpus_per_tick_and_shades_the_marked_spans(tmp_path):
+    path = tmp_path / "ts.csv"
+    _write_timeseries(path)
+    points, marks = plots.read_timeseries(path)
+    assert len(points) == 90 and points[0] == (0.0, 120.0) and max(p for _, p in points) == 600.0
+    assert marks == [(label, t) for t, label in MARKS]
+
+    fig = plots.power_figure(path, "x")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["idle", "warmup", "window"]
+    spans = [p for p in ax.patches]
+    assert len(spans) == 1 + 1 + 2  # idle, warmup, two measured windows
+    plots._plt().close(fig)
+    assert plots.power_figure(tmp_path / "absent.csv", "x") is None
+
+
+def test_throughput_only_chart_when_no_experiment_has_energy(tmp_path):
+    results = [_result(f"pytorch-tiny-bf16-batch_size_{b}-00000{b}", "pytorch", b, energy=False) for b in (1, 8)]
+    assert plots.scatter_series(results) == {}
+    _, caption = plots.energy_vs_throughput(results)
+    assert caption == "Throughput only: energy is unavailable in every experiment (the GPU has no energy counter)."

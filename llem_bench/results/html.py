@@ -79,7 +79,7 @@ def render_report_html(summary: dict[str, Any], results: list[ExperimentResult],
         if bars:
             body.append("<h2>Per sweep axis</h2><p class='caption'>Grouped by the settings that differ between "
                         "the experiments (from what the study wrote); one bar per series.</p>")
-            body += [img(png, f"by {axis}") for axis, png in bars]
+            body += [img(png, f"by {plots.axis_title(measured, axis)}") for axis, png in bars]
 
     figures, missing = [], []
     for r in results:

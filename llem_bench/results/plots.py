@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,12 +87,49 @@ def _short(key: str) -> str:
     return key[len("measurement."):] if key.startswith("measurement.") else key.split(".")[-1]
 
 
-def sweep_axes(results: list[ExperimentResult]) -> list[str]:
-    """The varying settings worth a chart: not the backend (the scatter shows it) and not the
-    measurement method (cycles, warmup, meter: they label the bars instead); most values first."""
+def _tied(a: list[Any], b: list[Any]) -> bool:
+    """True when two settings move together: each value of one goes with exactly one of the other."""
+    forward: dict[str, str] = {}
+    backward: dict[str, str] = {}
+    for x, y in zip(map(str, a), map(str, b)):
+        if forward.setdefault(x, y) != y or backward.setdefault(y, x) != x:
+            return False
+    return True
+
+
+def tied_axes(results: list[ExperimentResult]) -> dict[str, list[str]]:
+    """axis -> the varying settings that move with it (e.g. batch_size -> [workload.num_prompts]
+    when every batch is the whole prompt set): one chart, not one per name. Axes are kept in
+    sweep order (most values first); a setting tied to a kept one is folded into it."""
     varying = varying_settings(results)
-    axes = [k for k in varying if k != "backend" and not k.startswith("measurement.")]
-    return sorted(axes, key=lambda k: -len({str(v) for v in varying[k] if v is not None}))[:MAX_AXES]
+    candidates = [k for k in varying if k != "backend" and not k.startswith("measurement.")]
+    candidates.sort(key=lambda k: -len({str(v) for v in varying[k] if v is not None}))
+    kept: dict[str, list[str]] = {}
+    for k in candidates:
+        twin = next((axis for axis in kept if _tied(varying[axis], varying[k])), None)
+        if twin is None:
+            kept[k] = []
+        else:
+            kept[twin].append(k)
+    return kept
+
+
+def sweep_axes(results: list[ExperimentResult]) -> list[str]:
+    """The varying settings worth a chart: not the backend (the scatter shows it), not the
+    measurement method (cycles, warmup, meter: they label the bars instead), and not a setting tied
+    to another axis (see tied_axes); most values first."""
+    return list(tied_axes(results))[:MAX_AXES]
+
+
+def axis_title(results: list[ExperimentResult], axis: str) -> str:
+    """"batch_size (= num_prompts)": the axis and the settings that move with it."""
+    twins = tied_axes(results).get(axis) or []
+    return _short(axis) + (f" (= {', '.join(_short(t) for t in twins)})" if twins else "")
+
+
+def _natural(label: str) -> list:
+    """"batch_size=8" before "batch_size=64": numbers in a label compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", label)]
 
 
 def _sort_key(value: Any) -> tuple:
@@ -134,7 +172,7 @@ def axis_figure(results: list[ExperimentResult], axis: str):
     """Grouped bars: throughput (and J/token where measured) per value of one sweep axis."""
     ok = _ok(results)
     x_values, series = axis_groups(ok, axis)
-    labels = sorted(series)[:MAX_SERIES]
+    labels = sorted(series, key=_natural)[:MAX_SERIES]
     metrics = [("output_tokens_per_s", "output tokens/s")]
     if any(r.mean("energy_per_output_token_j") is not None for r in ok):
         metrics.append(("energy_per_output_token_j", "energy per output token (J)"))
@@ -150,7 +188,7 @@ def axis_figure(results: list[ExperimentResult], axis: str):
                     ys.append(r.mean(metric))
             ax.bar(xs, ys, width=width, label=label, color=f"C{i % 10}")
         ax.set_xticks(range(len(x_values)), [str(x) for x in x_values])
-        ax.set_xlabel(_short(axis))
+        ax.set_xlabel(axis_title(ok, axis))
         ax.set_ylabel(name)
         values = [r.mean(metric) for s in series.values() for r in s.values() if r.mean(metric)]
         if values and max(values) > 10 * min(values):
@@ -159,7 +197,7 @@ def axis_figure(results: list[ExperimentResult], axis: str):
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7,
                ncol=1 if max(map(len, names), default=0) > 50 else min(3, len(names)))
-    fig.suptitle(f"by {_short(axis)}" + (f" (first {MAX_SERIES} series)" if len(series) > MAX_SERIES else ""),
+    fig.suptitle(f"by {axis_title(ok, axis)}" + (f" (first {MAX_SERIES} series)" if len(series) > MAX_SERIES else ""),
                  fontsize=10)
     return fig
 

@@ -48,6 +48,10 @@ def header() -> list[str]:
     return ["experiment", "status", *[f"{m} ({METRICS[m][0]})" for m in TABLE_METRICS], "verdict"]
 
 
+def _int(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
 def _ms(dist: dict | None, key: str) -> str:
     return fmt(dist.get(key)) if dist else "n/a"
 
@@ -64,18 +68,41 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
                                                   "e2e p50"], latency))
     phases = []
     for r in ok:
-        if "prefill" in r.phases:
-            prefill, decode = r.phases.get("prefill") or {}, r.phases.get("decode") or {}
-            phases.append([r.test_id, fmt(prefill.get("time_s")), fmt(prefill.get("energy_per_input_token_j")),
-                           fmt(decode.get("time_s")), fmt(decode.get("energy_per_token_j"))])
+        prefill, decode = r.phases.get("prefill") or {}, r.phases.get("decode") or {}
+        if prefill or decode:
+            # the runner writes prefill.energy_per_input_token_j; energy_per_token_j is the older name
+            per_prompt_token = prefill.get("energy_per_input_token_j", prefill.get("energy_per_token_j"))
+            phases.append([r.test_id, fmt(prefill.get("time_s")), fmt(prefill.get("energy_j")), fmt(per_prompt_token),
+                           fmt(decode.get("time_s")), fmt(decode.get("energy_j")),
+                           fmt(decode.get("energy_per_token_j"))])
     if phases:
-        tables.append(("Prefill vs decode (per pass)", ["experiment", "prefill s", "prefill J/prompt token",
-                                                        "decode s", "decode J/token"], phases))
-    roofline = [[r.test_id, fmt(r.roofline.get("bound_tokens_per_s")), fmt(r.roofline.get("measured_decode_tokens_per_s")),
-                 f"{r.roofline['fraction']:.1%}"] for r in ok if r.roofline.get("fraction") is not None]
+        tables.append(("Prefill vs decode (per pass)", ["experiment", "prefill s", "prefill J", "prefill J/prompt token",
+                                                        "decode s", "decode J", "decode J/token"], phases))
+    roofline = [[r.test_id, fmt(r.roofline.get("bandwidth_gbs")), fmt(r.roofline.get("bound_tokens_per_s")),
+                 fmt(r.roofline.get("measured_decode_tokens_per_s")), f"{r.roofline['fraction']:.1%}"]
+                for r in ok if r.roofline.get("fraction") is not None]
     if roofline:
-        tables.append(("Decode memory-bandwidth roofline", ["experiment", "bound tok/s", "decode tok/s", "fraction"],
-                       roofline))
+        tables.append(("Decode memory-bandwidth roofline", ["experiment", "GB/s", "bound tok/s", "decode tok/s",
+                                                            "fraction"], roofline))
+    power = []
+    for r in ok:
+        idle = r.idle or {}
+        check = (r.power or {}).get("cross_check") or {}
+        if not (r.power.get("samples") or (idle.get("resident") or {}).get("mean_power_w") is not None):
+            continue
+        diff = check.get("relative_difference")
+        power.append([r.test_id, fmt((idle.get("before_load") or {}).get("mean_power_w")),
+                      fmt((idle.get("resident") or {}).get("mean_power_w")), _int(r.power.get("samples")),
+                      _int(r.power.get("max_temperature_c")), ", ".join(r.power.get("throttle_reasons") or []) or "none",
+                      "n/a" if diff is None else f"{diff:+.2%}" + ("" if check.get("agree", True) else " DISAGREE")])
+    if power:
+        tables.append(("Idle power and power sampling", ["experiment", "idle W (before load)", "idle W (resident)",
+                                                         "samples", "max °C", "throttling",
+                                                         "counter vs samples"], power))
+    validity = [[r.test_id, r.validity["verdict"], "; ".join(r.validity.get("reasons") or [])]
+                for r in results if r.validity.get("verdict") in ("warning", "invalid")]
+    if validity:
+        tables.append(("Validity: why not valid", ["experiment", "verdict", "reasons"], validity))
     return tables
 
 

@@ -1,5 +1,6 @@
 """Wiring checks: the `wiring` marker, and (with LLEM_WIRING_REPORT=path.json) a record of every
-check's outcome for docs/parameters/wiring.md."""
+check's outcome, merged into that file, for docs/parameters/wiring.md
+(`python -m llem_bench.config.paramdocs --wiring path.json`)."""
 
 import json
 import os
@@ -13,14 +14,38 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "wiring: proves a config field reaches the backend (pass/fail)")
 
 
+def _where(backend: str) -> str:
+    """The machine and library versions a check ran on."""
+    try:
+        import torch
+
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    except Exception:
+        device = "CPU"
+    try:
+        if backend == "vllm":
+            import vllm
+
+            return f"{device}, vllm {vllm.__version__}"
+        import transformers
+
+        return f"{device}, transformers {transformers.__version__}"
+    except Exception:
+        return device
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if item.get_closest_marker("wiring") and (report.when == "call" or report.skipped):
+    if item.get_closest_marker("wiring") and (report.when == "call" or (report.skipped and report.when == "setup")):
         backend = "vllm" if item.get_closest_marker("vllm") else "pytorch"
-        reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else None
         name = item.callspec.id if hasattr(item, "callspec") else item.name
-        _OUTCOMES[f"{backend}:{name}"] = {"outcome": report.outcome, "reason": reason}
+        reason = None
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        elif report.failed:
+            reason = str(report.longrepr).strip().splitlines()[-1][:300]
+        _OUTCOMES[f"{backend}:{name}"] = {"outcome": report.outcome, "reason": reason, "where": _where(backend)}
     return report
 
 

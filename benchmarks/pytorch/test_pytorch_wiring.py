@@ -112,7 +112,7 @@ CHECKS = {
     "dtype": lambda b, c: str(b.model.dtype),
     "pytorch.batch_size": lambda b, c: run_widths(b, c)[0],
     "pytorch.attn_implementation": lambda b, c: b.model.config._attn_implementation,
-    "pytorch.torch_compile": lambda b, c: (is_compiled(b), run_widths(b, c)[1]),
+    "pytorch.torch_compile": lambda b, c: is_compiled(b),
     # use_cache off must still produce every requested token (it only recomputes the prefix)
     "pytorch.use_cache": lambda b, c: (gen(b).use_cache, run_widths(b, c)[1]),
     "pytorch.cache_implementation": lambda b, c: (gen(b).cache_implementation, run_widths(b, c)[1]),

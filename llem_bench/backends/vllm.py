@@ -14,6 +14,7 @@ import time
 from typing import Any, Optional
 
 from llem_bench.backends.base import PassOutput
+from llem_bench.config.base import is_load_field
 from llem_bench.config.experiment import ExperimentConfig
 from llem_bench.harness.latency import RequestTiming
 from llem_bench.workload.prompts import Workload
@@ -44,11 +45,9 @@ class VLLMBackend:
         kwargs: dict[str, Any] = {"model": path, "tokenizer": path, "dtype": config.dtype,
                                   "seed": section.seed if section.seed is not None else config.workload.seed,
                                   "disable_log_stats": False}  # request metrics need stats on
-        skip = {"compilation", "reuse_prefix_cache", "presence_penalty", "frequency_penalty", "min_p",
-                "passthrough", "seed"}
-        for name in type(section).model_fields:
+        for name in type(section).model_fields:  # load fields are engine arguments; None = vLLM's default
             value = getattr(section, name)
-            if name not in skip and value is not None:
+            if is_load_field(type(section), name) and name not in ("compilation", "seed") and value is not None:
                 kwargs[name] = value
         if section.compilation is not None:
             kwargs["compilation_config"] = section.compilation.model_dump(exclude_none=True)
@@ -143,7 +142,9 @@ class VLLMBackend:
         return list(timings.values())
 
     def synchronize(self) -> None:
-        pass  # generate() returns when every request has finished: there is nothing in flight
+        # generate() returns once every token has reached the host, so nothing is in flight. The GPU work
+        # runs in vLLM's worker processes: torch.cuda.synchronize() here would only open a CUDA context.
+        pass
 
     def cuda_ordinals(self) -> list[int]:
         if not self.on_gpu:

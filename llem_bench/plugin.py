@@ -44,7 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "on a significant regression beyond the study's gates: (default 5%% on headline metrics)")
     group.addoption("--llem-runner", dest="llem_runner", metavar="RUNNER",
                     help="where experiments run: inprocess, subprocess, venv:<python> or docker:<image> (overrides "
-                         "LLEM_RUNNER_<BACKEND> and the study's runners:)")
+                         "LLEM_RUNNER_<BACKEND> and the study's runners:; default: subprocess on a host with "
+                         "GPUs, inprocess without)")
     group.addoption("--llem-timeout", dest="llem_timeout", type=float, default=3600.0, metavar="SECONDS",
                     help="per-experiment limit for subprocess/venv/docker runners; the worker's process group is "
                          "killed (default: 3600)")

@@ -37,10 +37,11 @@ class LlemSession:
         self.hygiene = Hygiene(self.option.llem_max_residual_mb, self.option.llem_residual, self.option.llem_settle_s)
         if study is None:
             return
+        gpu_host = host_has_gpus()
         for backend in dict.fromkeys(e.backend for e in experiments):
-            spec = choose_runner(backend, self.option.llem_runner, study.runners)
+            spec = choose_runner(backend, self.option.llem_runner, study.runners, gpu_host)
             if self.is_controller or spec.kind != "docker":  # xdist workers: the controller checked docker
-                check_runner(spec, f"runner for {backend}", need_gpus=host_has_gpus())
+                check_runner(spec, f"runner for {backend}", need_gpus=gpu_host)
             self.runners[backend] = spec
         if self.option.llem_resume:
             self.run_dir = RunDir(Path(self.option.llem_resume))

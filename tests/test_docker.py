@@ -150,6 +150,10 @@ def test_runner_selection_and_the_container_command(tmp_path, monkeypatch):
     spec = choose_runner("vllm", None, {"vllm": f"docker:{IMAGE}", "pytorch": "inprocess"})
     assert (spec.kind, spec.image, str(spec)) == ("docker", IMAGE, f"docker:{IMAGE}")
     assert choose_runner("pytorch", None, {"vllm": f"docker:{IMAGE}"}).kind == "inprocess"
+    # nothing named: a fresh worker process per load group where there are GPUs
+    default_on_gpu = choose_runner("pytorch", None, {}, gpu_host=True)
+    assert (default_on_gpu.kind, default_on_gpu.python) == ("subprocess", sys.executable)
+    assert choose_runner("pytorch", None, {"pytorch": "inprocess"}, gpu_host=True).kind == "inprocess"
     with pytest.raises(ConfigError, match="'docker:' needs an image"):
         parse_runner("docker:", "runners.vllm")
     environ = {"HF_TOKEN": "t", "HF_HOME": "/hf", "LLEM_CACHE_DIR": "/cache", "VLLM_USE_V1": "1",

@@ -66,8 +66,11 @@ def parse_runner(text: str, where: str) -> RunnerSpec:
                       "or docker:<image>")
 
 
-def choose_runner(backend: str, option: Optional[str], study_runners: dict[str, str]) -> RunnerSpec:
-    """Precedence: --llem-runner, then LLEM_RUNNER_<BACKEND>, then the study's runners:, then inprocess."""
+def choose_runner(backend: str, option: Optional[str], study_runners: dict[str, str],
+                  gpu_host: bool = False) -> RunnerSpec:
+    """Precedence: --llem-runner, then LLEM_RUNNER_<BACKEND>, then the study's runners:, then the
+    default: subprocess on a host with GPUs (GPU memory and CUDA state cannot leak from one load
+    group into the next, and a crash or hang costs one experiment), inprocess on a CPU-only host."""
     env_name = f"LLEM_RUNNER_{backend.upper()}"
     if option:
         return parse_runner(option, "--llem-runner")
@@ -75,7 +78,7 @@ def choose_runner(backend: str, option: Optional[str], study_runners: dict[str, 
         return parse_runner(os.environ[env_name], env_name)
     if backend in study_runners:
         return parse_runner(study_runners[backend], f"runners.{backend}")
-    return RunnerSpec("inprocess")
+    return parse_runner("subprocess" if gpu_host else "inprocess", "default runner")
 
 
 def check_runner(spec: RunnerSpec, where: str, need_gpus: bool = False) -> None:

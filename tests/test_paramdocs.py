@@ -28,11 +28,29 @@ def test_check_flag_exits_1_on_stale_docs_and_0_after_writing(tmp_path):
 def test_wiring_page_shows_skips_with_reasons_and_missing_checks():
     text = paramdocs.render_wiring({
         "pytorch:pytorch.device": {"outcome": "skipped", "reason": "Skipped: needs a GPU", "where": "CPU"},
-        "pytorch:dtype": {"outcome": "failed", "reason": "AssertionError: x", "where": "CPU, transformers 5"},
+        "pytorch:dtype": {"outcome": "failed", "reason": "AssertionError: x", "where": "CPU"},
     })
-    assert "| `pytorch.device` | skipped (CPU): needs a GPU | skipped |" in text
-    assert "FAIL: AssertionError: x" in text
-    assert "| `pytorch.batch_size` | - | no recorded check |" in text
+    assert "| field | CPU |" in text
+    assert "| `pytorch.device` | skipped: needs a GPU |" in text
+    assert "| `dtype` | FAIL: AssertionError: x |" in text
+    assert "| `pytorch.batch_size` | no recorded check |" in text
+    assert "CPU: 0 passed, 1 skipped, 1 failed." in text
+
+
+def test_a_gpu_run_gets_its_own_column_beside_the_cpu_one(tmp_path):
+    cpu = {"vllm:vllm.quantization": {"outcome": "skipped", "reason": "fp8 weight kernels need a GPU",
+                                      "where": "CPU, vllm 0.32.0"}}
+    gpu = {"vllm:vllm.quantization": {"outcome": "passed", "reason": None, "where": "NVIDIA H200, vllm 0.26.0"}}
+    text = paramdocs.render_wiring(cpu, gpu)
+    assert "| field | CPU, vllm 0.32.0 | NVIDIA H200, vllm 0.26.0 |" in text
+    assert "| `vllm.quantization` | skipped: fp8 weight kernels need a GPU | pass |" in text
+    # --wiring-gpu keeps the GPU outcomes in their own file, which --check then expects in wiring.md
+    (tmp_path / "cpu.json").write_text(json.dumps(cpu))
+    (tmp_path / "gpu.json").write_text(json.dumps(gpu))
+    assert paramdocs.main(["--docs", str(tmp_path), "--wiring", str(tmp_path / "cpu.json"),
+                           "--wiring-gpu", str(tmp_path / "gpu.json")]) == 0
+    assert json.loads((tmp_path / paramdocs.WIRING_GPU_JSON).read_text()) == gpu
+    assert "| `vllm.quantization` | skipped: fp8 weight kernels need a GPU | pass |" in (tmp_path / "wiring.md").read_text()
 
 
 def test_pages_document_every_field_with_its_upstream():

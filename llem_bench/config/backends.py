@@ -185,6 +185,18 @@ class VLLMCompilation(StrictModel):
     cudagraph_capture_sizes: Optional[list[Annotated[int, Field(ge=1)]]] = knob(
         None, "Batch sizes to capture graphs for.", upstream="CompilationConfig.cudagraph_capture_sizes",
         effect="Batches outside the sizes fall back to eager launches.")
+    max_cudagraph_capture_size: Optional[int] = knob(
+        None, "Largest batch (in tokens) that gets a CUDA graph; vLLM derives the capture sizes up to it.", ge=1,
+        upstream="CompilationConfig.max_cudagraph_capture_size",
+        effect="Bigger batches decode without launch overhead; each graph costs capture time and memory.")
+
+    @model_validator(mode="after")
+    def _one_capture_limit(self) -> "VLLMCompilation":
+        sizes, limit = self.cudagraph_capture_sizes, self.max_cudagraph_capture_size
+        if sizes and limit is not None and limit != max(sizes):
+            raise ValueError(f"max_cudagraph_capture_size ({limit}) must equal the largest cudagraph_capture_sizes "
+                             f"entry ({max(sizes)}) when both are set (vLLM raises otherwise); set only one")
+        return self
 
 
 # Names that are not EngineArgs fields of vLLM 0.32 (checked against its 256 fields, and LLM(swap_space=4)
@@ -206,6 +218,8 @@ REMOVED_VLLM_ARGS = {
     "guided_decoding_backend": "guided_decoding_backend is not an EngineArgs field in vLLM 0.32; structured output "
                                "is configured with passthrough structured_outputs_config",
 }
+VLLM_MAX_LOGPROBS = 20  # EngineArgs.max_logprobs default in vLLM 0.26 and 0.32
+
 # Engine arguments the benchmark itself sets: a study may not override them through passthrough.
 BENCHMARK_OWNED_ARGS = {
     "model": "the engine model comes from the study's top-level model",
@@ -313,6 +327,75 @@ class VLLMConfig(StrictModel):
                                     upstream="EngineArgs.max_loras", load=True)
     max_lora_rank: Optional[int] = knob(None, "Largest LoRA rank (needs enable_lora).", ge=1,
                                         upstream="EngineArgs.max_lora_rank", load=True)
+    max_num_scheduled_tokens: Optional[int] = knob(
+        None, "Cap on tokens scheduled per step, at most max_num_batched_tokens (vLLM lowers it itself for some "
+        "speculative methods).", ge=1, upstream="EngineArgs.max_num_scheduled_tokens", load=True,
+        effect="A lower cap shortens steps: lower inter-token latency, less work per step.")
+    stream_interval: Optional[int] = knob(None, "Engine steps between outputs sent to the frontend (vLLM's default 1).",
+                                          ge=1, upstream="EngineArgs.stream_interval", load=True,
+                                          effect="Fewer output messages: less CPU work per token, coarser streaming.")
+    optimization_level: Optional[Literal[0, 1, 2, 3]] = knob(
+        None, "vLLM's preset of compile and CUDA graph settings: 0 none (fast start), 1 compile + piecewise graphs, "
+        "2 and 3 full graphs too (vLLM's default 2).", upstream="EngineArgs.optimization_level", load=True,
+        effect="Higher levels decode faster after a longer start.")
+    performance_mode: Optional[Literal["balanced", "interactivity", "throughput"]] = knob(
+        None, "vLLM's tuning preset (e.g. fine-grained CUDA graph sizes for interactivity).",
+        upstream="EngineArgs.performance_mode", load=True,
+        effect="Trades per-request latency against batch throughput.")
+    prefill_context_parallel_size: Optional[int] = knob(
+        None, "GPUs that split one prompt's prefill (context parallel).", ge=1,
+        upstream="EngineArgs.prefill_context_parallel_size", load=True,
+        effect="Faster long-context prefill over more GPUs; communication per layer.")
+    decode_context_parallel_size: Optional[int] = knob(
+        None, "GPUs that split one sequence's KV cache in decode (must divide tensor_parallel_size).", ge=1,
+        upstream="EngineArgs.decode_context_parallel_size", load=True,
+        effect="Less duplicated KV per GPU: longer contexts fit; communication per step.")
+    enable_eplb: Optional[bool] = knob(None, "Expert-parallel load balancing for MoE models (needs "
+                                       "enable_expert_parallel).", upstream="EngineArgs.enable_eplb", load=True,
+                                       effect="Evens out expert load across GPUs: fewer stragglers per step.")
+    enable_dbo: Optional[bool] = knob(None, "Dual-batch overlap: two micro-batches overlap compute and communication.",
+                                      upstream="EngineArgs.enable_dbo", load=True,
+                                      effect="Hides all-to-all time in expert/data parallel runs.")
+    all2all_backend: Optional[str] = knob(
+        None, "MoE all-to-all kernel for expert parallelism (allgather_reducescatter, deepep_low_latency, ...); "
+        "checked against the installed vLLM.", upstream="EngineArgs.all2all_backend", load=True,
+        effect="Communication cost of expert parallel steps.")
+    moe_backend: Optional[str] = knob(
+        None, "MoE expert kernel (auto, triton, cutlass, marlin, ...); checked against the installed vLLM.",
+        upstream="EngineArgs.moe_backend", load=True, effect="Kernel choice sets the cost of the expert matmuls.")
+    linear_backend: Optional[str] = knob(
+        None, "GEMM kernel for (quantized) linear layers (auto, cutlass, marlin, torch, ...); checked against the "
+        "installed vLLM.", upstream="EngineArgs.linear_backend", load=True,
+        effect="Kernel choice sets the cost of every linear layer.")
+    attention_config: Optional[dict[str, Any]] = knob(
+        None, "AttentionConfig settings other than the backend, e.g. {flash_attn_version: 3}; keys checked against "
+        "the installed vLLM.", upstream="EngineArgs.attention_config", load=True,
+        effect="Attention kernel variant and its tuning.")
+    kernel_config: Optional[dict[str, Any]] = knob(
+        None, "KernelConfig settings other than moe_backend / linear_backend, e.g. {enable_flashinfer_autotune: "
+        "false}; keys checked against the installed vLLM.", upstream="EngineArgs.kernel_config", load=True,
+        effect="Kernel selection and warmup autotuning.")
+    quantization_config: Optional[dict[str, Any]] = knob(
+        None, "Online quantization settings, e.g. {linear: fp8_per_tensor}; only with quantization unset or an "
+        "online method.", upstream="EngineArgs.quantization_config", load=True,
+        effect="Weights quantized at load: fewer bytes per decode step.")
+    numa_bind: Optional[bool] = knob(None, "Bind each GPU worker to the NUMA node of its GPU.",
+                                     upstream="EngineArgs.numa_bind", load=True,
+                                     effect="Local host memory for each worker: less cross-socket traffic.")
+    disable_cascade_attn: Optional[bool] = knob(
+        None, "Cascade attention off (true) or on (false) for shared prefixes; vLLM 0.26 defaults to true, vLLM 0.32 "
+        "removed cascade attention and ignores it.", upstream="EngineArgs.disable_cascade_attn", load=True,
+        effect="Cascade attention reads a shared prefix once per batch instead of once per sequence.")
+    enable_sleep_mode: Optional[bool] = knob(
+        None, "vLLM's sleep-capable memory allocator (CUDA only). llem-bench never calls LLM.sleep(), so this "
+        "measures the allocator's own cost.", upstream="EngineArgs.enable_sleep_mode", load=True,
+        effect="A little allocator overhead; LLM.sleep() would release memory between runs (lower idle power).")
+    logprobs: Optional[int] = knob(None, "Return this many log-probabilities per generated token (None = none).",
+                                   ge=0, upstream="SamplingParams.logprobs",
+                                   effect="A log-softmax over the vocabulary and host copies every step.")
+    prompt_logprobs: Optional[int] = knob(None, "Return this many log-probabilities per prompt token (None = none).",
+                                          ge=0, upstream="SamplingParams.prompt_logprobs",
+                                          effect="Logits for every prompt position, not just the last.")
     presence_penalty: float = knob(0.0, "Sampling presence penalty (preset: sampling).", ge=-2, le=2,
                                    upstream="SamplingParams.presence_penalty")
     frequency_penalty: float = knob(0.0, "Sampling frequency penalty (preset: sampling).", ge=-2, le=2,
@@ -349,16 +432,56 @@ class VLLMConfig(StrictModel):
                                      f"{did_you_mean(key, sorted(known))}")
         return value
 
+    @field_validator("all2all_backend", "moe_backend", "linear_backend")
+    @classmethod
+    def _installed_choice(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        choices = installed_engine_choices(info.field_name) if value is not None else None
+        if choices and value not in choices:  # the kernel lists change with every vLLM release
+            raise ValueError(f"'{value}' is not a {info.field_name} of the installed vLLM."
+                             f"{did_you_mean(value, list(choices))} Choices: {', '.join(choices)}")
+        return value
+
+    @field_validator("attention_config", "kernel_config")
+    @classmethod
+    def _installed_keys(cls, value: Optional[dict[str, Any]], info: ValidationInfo) -> Optional[dict[str, Any]]:
+        owned = {"attention_config": {"backend": "attention_backend"},
+                 "kernel_config": {"moe_backend": "moe_backend", "linear_backend": "linear_backend"}}[info.field_name]
+        for key in value or {}:
+            if key in owned:
+                raise ValueError(f"set vllm.{owned[key]} instead of {info.field_name}.{key}")
+        known = installed_engine_config_keys(info.field_name) if value else None
+        for key in value if known is not None else ():
+            if key not in known:
+                raise ValueError(f"{info.field_name}: '{key}' is not a field of the installed vLLM's config."
+                                 f"{did_you_mean(key, sorted(known))}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "VLLMConfig":
         lora = [n for n in ("max_loras", "max_lora_rank") if getattr(self, n) is not None]
         if lora and not self.enable_lora:
             raise ValueError(f"{', '.join(lora)} only apply with enable_lora: true (vLLM ignores them otherwise)")
         # passthrough is applied last: it would silently replace the typed compilation settings
-        clash = [k for k in ("compilation_config", "cudagraph_capture_sizes") if k in self.passthrough]
+        clash = [k for k in ("compilation_config", "cudagraph_capture_sizes", "max_cudagraph_capture_size")
+                 if k in self.passthrough]
         if clash and self.compilation is not None:
             raise ValueError(f"passthrough {', '.join(clash)} and vllm.compilation both set compilation settings; "
                              "use one of them")
+        scheduled, batched = self.max_num_scheduled_tokens, self.max_num_batched_tokens
+        if scheduled is not None and batched is not None and scheduled > batched:
+            raise ValueError(f"max_num_scheduled_tokens ({scheduled}) above max_num_batched_tokens ({batched}) has no "
+                             "effect: a step never holds more than max_num_batched_tokens; lower it")
+        if self.enable_eplb and not self.enable_expert_parallel:
+            raise ValueError("enable_eplb balances expert parallel load: it needs enable_expert_parallel: true")
+        tp, dcp = self.tensor_parallel_size or 1, self.decode_context_parallel_size or 1
+        if (self.prefill_context_parallel_size or 1) == 1 and tp % dcp:
+            raise ValueError(f"decode_context_parallel_size ({dcp}) must divide tensor_parallel_size ({tp}): decode "
+                             "context parallelism reuses the tensor parallel GPUs")
+        cap = self.passthrough.get("max_logprobs", VLLM_MAX_LOGPROBS)
+        for name in ("logprobs", "prompt_logprobs"):
+            if (getattr(self, name) or 0) > cap:
+                raise ValueError(f"{name} ({getattr(self, name)}) is above the engine's max_logprobs ({cap}): vLLM "
+                                 f"rejects every request; lower it or raise passthrough max_logprobs")
         return self
 
 
@@ -376,6 +499,38 @@ def installed_engine_args() -> Optional[frozenset[str]]:
     from vllm.engine.arg_utils import EngineArgs
 
     return frozenset(f.name for f in dataclasses.fields(EngineArgs))
+
+
+def _installed_engine_field(name: str) -> Any:
+    """The installed vLLM's EngineArgs dataclass field `name`; None when vLLM is not importable here."""
+    import dataclasses
+
+    if installed_engine_args() is None:
+        return None
+    from vllm.engine.arg_utils import EngineArgs
+
+    return {f.name: f for f in dataclasses.fields(EngineArgs)}.get(name)
+
+
+def installed_engine_choices(name: str) -> Optional[tuple[str, ...]]:
+    """The values the installed vLLM's EngineArgs accepts for a Literal field; None when unknown here."""
+    import typing
+
+    field = _installed_engine_field(name)
+    if field is None or typing.get_origin(field.type) is not Literal:
+        return None
+    return typing.get_args(field.type)
+
+
+def installed_engine_config_keys(name: str) -> Optional[frozenset[str]]:
+    """Field names of the config class behind an EngineArgs field (e.g. attention_config); None when unknown."""
+    import dataclasses
+
+    field = _installed_engine_field(name)
+    factory = getattr(field, "default_factory", None)
+    if not (isinstance(factory, type) and dataclasses.is_dataclass(factory)):
+        return None
+    return frozenset(f.name for f in dataclasses.fields(factory))
 
 
 class TensorRTConfig(StrictModel):

@@ -45,6 +45,7 @@ def vllm_experiment(section=None, **top):
     ({"attention_config": {"backend": "FLASH_ATTN"}}, "set vllm.attention_backend instead of attention_config.backend"),
     ({"kernel_config": {"linear_backend": "torch"}}, "set vllm.linear_backend instead of kernel_config.linear_backend"),
     ({"logprobs": 21}, "logprobs (21) is above the engine's max_logprobs (20)"),
+    ({"all2all_backend": "naive"}, "all2all_backend 'naive' was removed from vLLM: it silently falls back"),
     ({"optimization_level": 4}, "backends.vllm.optimization_level: Input should be 0, 1, 2 or 3"),
     ({"performance_mode": "fast"}, "Input should be 'balanced', 'interactivity' or 'throughput'"),
 ])

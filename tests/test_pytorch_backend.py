@@ -2,7 +2,9 @@
 
 import pytest
 
-from llem_bench.backends.pytorch import PyTorchBackend, _generated_length
+from llem_bench.backends.pytorch import PyTorchBackend, _generated_length, generation_fields
+from llem_bench.config import ConfigError
+from llem_bench.config.coverage import PINNED
 from llem_bench.config.study import parse_study
 from llem_bench.workload.prompts import prepare_workload
 
@@ -60,6 +62,36 @@ def test_every_generation_field_is_set_explicitly(backend):
     assert gen.max_new_tokens == gen.min_new_tokens == 7
     effective = backend.effective_config()
     assert effective["dtype"] == "float32" and effective["device"] == "cpu"
+
+
+def test_pinned_generation_fields_are_passed_explicitly(backend):
+    fields = generation_fields(experiment(), backend.tokenizer)
+    pinned = [n.split(".", 1)[1] for n in PINNED["pytorch"] if n.startswith("GenerationConfig.")]
+    assert not [n for n in pinned if n not in fields]
+    assert fields["stop_strings"] is None and fields["output_scores"] is False
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"max_memory": {"cpu": "1GiB"}}, "max_memory only applies with device_map"),
+    ({"cache_config": {"nbits": 4}}, "cache_config only applies with cache_implementation: quantized"),
+    ({"cache_implementation": "quantized", "cache_config": {"nbit": 4}}, "unknown key 'nbit'. Did you mean 'nbits'?"),
+    ({"max_cache_len": 512}, "max_cache_len only applies with cache_implementation: static or offloaded_static"),
+    ({"cache_implementation": "static", "max_cache_len": 16}, "pytorch.max_cache_len (16) is shorter than the "
+                                                              "longest request (31 tokens"),
+    ({"quantization_config": {"quant_method": "quant"}}, "got 'quant'. Did you mean 'quanto'?"),
+    ({"quantization_config": {"weights": "int8"}}, "quantization_config needs a quant_method"),
+    ({"num_assistant_tokens": 4}, "num_assistant_tokens only applies with assistant_model"),
+    ({"assistant_model": "synthetic:tiny", "batch_size": 4}, "needs batch_size: 1 and num_beams: 1 (got 4 and 1)"),
+    ({"assistant_model": "synthetic:tiny", "prompt_lookup_num_tokens": 3}, "two kinds of assisted decoding"),
+    ({"tp_plan": "auto", "device_map": "auto"}, "remove device_map and max_memory"),
+    ({"compile_config": {"mode": "max-autotune"}, "disable_compile": True}, "disable_compile: true turns off"),
+    ({"compile_config": {"modes": "max-autotune"}}, "unknown key 'modes'. Did you mean 'mode'?"),
+    ({"experts_implementation": "fast"}, "Input should be 'eager', 'grouped_mm' or 'batched_mm'"),
+])
+def test_bad_pytorch_settings_name_the_field_and_the_fix(section, message):
+    with pytest.raises(ConfigError) as info:
+        experiment(backends={"pytorch": section})
+    assert message in str(info.value)
 
 
 def test_eos_counting_stops_at_the_first_eos_unless_ignored():

@@ -4,9 +4,12 @@ what was used, and compare with a default-built backend read the same way (defau
 not hard-coded). Runs without --study: `pytest benchmarks -k wiring`."""
 
 import copy
+import importlib.util
+import inspect
 
 import pytest
 import torch
+from transformers import CompileConfig
 
 from llem_bench.backends.base import load_key
 from llem_bench.backends.pytorch import PyTorchBackend
@@ -20,19 +23,35 @@ BASE = {"study": "wiring", "model": "synthetic:tiny", "backend": "pytorch", "dty
         "workload": {"num_prompts": 4, "max_input_tokens": 16, "output_tokens": 6}}
 COMMON = ["dtype", "workload.output_tokens", "workload.ignore_eos", "decoding.preset", "decoding.temperature",
           "decoding.top_p", "decoding.top_k", "decoding.repetition_penalty"]
-# Fields that only act with decoding.preset: sampling (both sides of the comparison use it).
-NEEDS_SAMPLING = {"decoding.temperature", "decoding.top_p", "decoding.top_k", "pytorch.min_p"}
+# Settings a field only acts with; both sides of the comparison use them.
+SAMPLING = {"decoding.preset": "sampling"}
+ASSISTED = {"pytorch.assistant_model": "synthetic:tiny"}
+SETUP = {
+    "decoding.temperature": SAMPLING, "decoding.top_p": SAMPLING, "decoding.top_k": SAMPLING, "pytorch.min_p": SAMPLING,
+    "pytorch.max_memory": {"pytorch.device_map": "auto"},
+    "pytorch.cache_config": {"pytorch.cache_implementation": "quantized"},
+    "pytorch.max_cache_len": {"pytorch.cache_implementation": "static"},
+    "pytorch.compile_mode": {"pytorch.torch_compile": True},
+    # confidence 0: the assistant drafts num_assistant_tokens every step (random weights are never confident)
+    "pytorch.num_assistant_tokens": {**ASSISTED, "pytorch.assistant_confidence_threshold": 0.0},
+    "pytorch.assistant_confidence_threshold": ASSISTED,
+}
 # Generation attribute each shared field lands on.
 GENERATION_ATTR = {"decoding.preset": "do_sample", "decoding.temperature": "temperature", "decoding.top_p": "top_p",
                    "decoding.top_k": "top_k", "decoding.repetition_penalty": "repetition_penalty"}
 CPU_SKIPS = {
-    "pytorch.device": "on a CPU-only machine 'auto' already resolves to cpu, so no value differs from the default "
-                      "here; cuda needs a GPU",
-    "pytorch.device_map": "on one CPU every map places the model where the default does, and transformers records "
-                          "hf_device_map only for multi-device maps: needs a multi-GPU machine",
-    "pytorch.compile_mode": "torch.compile keeps no public record of its mode on the compiled wrapper; the value is "
-                            "passed to torch.compile(mode=) only",
+    "pytorch.tp_plan": "tensor parallelism needs 2+ GPUs and a torchrun launch (one process per GPU)",
 }
+# On a GPU the default ('auto') places the model on cuda, so 'cpu' is a value that differs; on a CPU-only
+# machine nothing does.
+NEEDS_GPU = {
+    "pytorch.device": "on a CPU-only machine 'auto' already resolves to cpu, so no value differs from the default "
+                      "here; checked on a GPU",
+    "pytorch.device_map": "on one CPU every map places the model where the default does; checked on a GPU",
+}
+# Needs optimum-quanto (the `test` extra): the CPU-capable quantization backend of transformers.
+NEEDS_QUANTO = {"pytorch.quantization_config", "pytorch.cache_config"}
+
 _LOADED: dict[str, PyTorchBackend] = {}
 
 
@@ -103,9 +122,56 @@ def stops_at_eos(backend, config) -> int:
     return out.shape[1] - input_ids.shape[1]
 
 
+def compile_options(backend) -> dict:
+    """The inductor options torch.compile was configured with (a mode is a preset of them, e.g.
+    reduce-overhead = {'triton.cudagraphs': True}), read from the compiled forward's dynamo backend."""
+    wrapper = inspect.getclosurevars(backend.model.forward).nonlocals["callback"]
+    while not hasattr(wrapper, "get_compiler_config"):
+        wrapper = wrapper._torchdynamo_orig_backend
+    return wrapper.get_compiler_config()
+
+
 def is_compiled(backend) -> bool:
     return hasattr(backend.model.forward, "_torchdynamo_orig_callable") or \
         "OptimizedModule" in type(backend.model.forward).__name__
+
+
+def held_quantization(backend) -> tuple:
+    """What from_pretrained applied: the model's quantization config and the class of a linear weight."""
+    qc = getattr(backend.model.config, "quantization_config", None)
+    weight = backend.model.model.layers[0].mlp.down_proj.weight
+    return getattr(qc, "quant_method", None), getattr(qc, "weights", None), type(weight).__name__
+
+
+def one_generate(backend, config, **changes):
+    """generate() on the first prompt with the backend's GenerationConfig (plus `changes`); returns its output."""
+    ids = prepare_workload(config.workload, backend.tokenizer).prompt_token_ids[0]
+    probe = copy.deepcopy(backend.generation_config)
+    for name, value in changes.items():
+        setattr(probe, name, value)
+    with torch.inference_mode():
+        return backend.model.generate(input_ids=torch.tensor([ids], device=backend.model.device),
+                                      generation_config=probe, assistant_model=backend.assistant)
+
+
+def kv_cache_held(backend, config) -> tuple:
+    """Behavioural probe: the cache generate() really built (class, static length, quantized bits)."""
+    layer = one_generate(backend, config, return_dict_in_generate=True).past_key_values.layers[0]
+    return type(layer).__name__, getattr(layer, "max_cache_len", None), getattr(layer, "nbits", None)
+
+
+def forward_calls(backend, config, model_attr: str = "model") -> int:
+    """Behavioural probe: forward passes of the model (or the assistant) during one generate()."""
+    model = getattr(backend, model_attr)
+    if model is None:
+        return 0
+    calls, original = [], model.forward
+    model.forward = lambda *args, **kwargs: (calls.append(1), original(*args, **kwargs))[1]
+    try:
+        one_generate(backend, config)
+    finally:
+        model.forward = original
+    return len(calls)
 
 
 CHECKS = {
@@ -113,6 +179,9 @@ CHECKS = {
     "pytorch.batch_size": lambda b, c: run_widths(b, c)[0],
     "pytorch.attn_implementation": lambda b, c: b.model.config._attn_implementation,
     "pytorch.torch_compile": lambda b, c: is_compiled(b),
+    "pytorch.compile_mode": lambda b, c: compile_options(b),
+    "pytorch.device": lambda b, c: str(b.model.device),
+    "pytorch.device_map": lambda b, c: (str(b.model.device), getattr(b.model, "hf_device_map", None)),
     # use_cache off must still produce every requested token (it only recomputes the prefix)
     "pytorch.use_cache": lambda b, c: (gen(b).use_cache, run_widths(b, c)[1]),
     "pytorch.cache_implementation": lambda b, c: (gen(b).cache_implementation, run_widths(b, c)[1]),
@@ -120,7 +189,25 @@ CHECKS = {
     "pytorch.prompt_lookup_num_tokens": lambda b, c: (gen(b).prompt_lookup_num_tokens, run_widths(b, c)[1]),
     "workload.output_tokens": lambda b, c: (gen(b).max_new_tokens, run_widths(b, c)[1]),
     "workload.ignore_eos": lambda b, c: (gen(b).min_new_tokens, stops_at_eos(b, c)),
+    "pytorch.quantization_config": lambda b, c: (held_quantization(b), run_widths(b, c)[1]),
+    # the layers that do not fit the cap go to disk; generation still produces every token
+    "pytorch.max_memory": lambda b, c: (b.model.hf_device_map if hasattr(b.model, "hf_device_map") else None,
+                                        run_widths(b, c)[1]),
+    # read-back only: the synthetic shapes are dense, so no expert kernel runs either way
+    "pytorch.experts_implementation": lambda b, c: b.model.config._experts_implementation,
+    "pytorch.assistant_model": lambda b, c: (forward_calls(b, c, "assistant"), run_widths(b, c)[1]),
 }
+# Behavioural probes for GenerationConfig fields, next to their read-back: what generate() did.
+BEHAVIOUR = {
+    "pytorch.cache_config": kv_cache_held,
+    "pytorch.max_cache_len": kv_cache_held,
+    "pytorch.prefill_chunk_size": forward_calls,  # one forward per prompt chunk
+    "pytorch.num_assistant_tokens": lambda b, c: forward_calls(b, c, "assistant"),
+    "pytorch.assistant_confidence_threshold": lambda b, c: forward_calls(b, c, "assistant"),
+}
+# How transformers holds a value when it is not the value itself.
+HELD_AS = {"decoding.preset": lambda value: value == "sampling",
+           "pytorch.compile_config": lambda value: CompileConfig(**value)}
 
 
 def cases():
@@ -145,17 +232,27 @@ def probe_for(key: str):
 def test_field_reaches_transformers(key, value):
     if key in CPU_SKIPS:
         pytest.skip(CPU_SKIPS[key])
+    if key in NEEDS_GPU and not torch.cuda.is_available():
+        pytest.skip(NEEDS_GPU[key])
+    if key in NEEDS_QUANTO and importlib.util.find_spec("optimum.quanto") is None:
+        pytest.skip("optimum-quanto is not installed (pip install -e '.[test]')")
     probe = probe_for(key)
     assert probe is not None, f"{key} has no wiring check: add a read-back to CHECKS in {__file__}"
-    extra = {"decoding.preset": "sampling"} if key in NEEDS_SAMPLING else {}
-    default_backend, default_config = backend_for(**extra)
-    before = probe(default_backend, default_config)
-    changed_backend, changed_config = backend_for(**extra, **{key: value})
-    after = probe(changed_backend, changed_config)
+    behaviour = BEHAVIOUR.get(key, lambda b, c: None)
+
+    def observe(**settings):  # probe right away: backends that share a load are reconfigured by the next call
+        backend, config = backend_for(**settings)
+        return probe(backend, config), behaviour(backend, config), config
+
+    extra = SETUP.get(key, {})
+    before, did_before, default_config = observe(**extra)
+    after, did_after, _ = observe(**{**extra, key: value})
     assert after != before, f"{key}={value!r} did not change what transformers used ({before!r})"
     if key not in CHECKS:  # a plain GenerationConfig attribute: it must hold the value asked for
-        expected = {"decoding.preset": value == "sampling"}.get(key, value)
+        expected = HELD_AS.get(key, lambda v: v)(value)
         assert after == expected, f"{key}={value!r} reached generate() as {after!r}"
+    if key in BEHAVIOUR:
+        assert did_after != did_before, f"{key}={value!r} did not change what generate() did ({did_before!r})"
     if key == "workload.ignore_eos":
         assert after[1] == 1 and before[1] == default_config.workload.output_tokens
 

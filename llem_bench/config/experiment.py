@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import field_validator, model_validator
 
@@ -164,5 +164,19 @@ class ExperimentConfig(StrictModel):
 def config_hash(explicit: dict) -> str:
     """Short stable hash of the settings a user wrote (not of schema defaults, so adding a
     field with a default later does not change ids or break baselines)."""
-    blob = json.dumps(explicit, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:6]
+    return hashlib.sha256(stable_json(explicit).encode()).hexdigest()[:6]
+
+
+def stable_json(value: Any) -> str:
+    """One text for equal settings: keys sorted, and all of them strings first."""
+    return json.dumps(_str_keys(value), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _str_keys(value: Any) -> Any:
+    """YAML may mix key types ({0: 20GiB, cpu: 64GiB}); JSON writes them all as strings anyway, and
+    sorting needs one type."""
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_str_keys(v) for v in value]
+    return value

@@ -14,12 +14,12 @@ nvidia-smi --query-gpu=name,driver_version,power.draw,temperature.gpu,memory.use
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
 echo "== 1. PyTorch wiring checks on the GPU"
-LLEM_WIRING_REPORT=$OUT/wiring-pytorch-gpu.json timeout 300 python3 -m pytest -p llem_bench.plugin benchmarks/pytorch \
+LLEM_WIRING_REPORT=$OUT/wiring-pytorch-gpu.json timeout 180 python3 -m pytest -p llem_bench.plugin benchmarks/pytorch \
   -k wiring -q -rA -p no:cacheprovider 2>&1 | tail -60
 
 echo "== 2. lifecycle study: default runner, one worker per load group, hygiene"
-timeout 330 python3 -m pytest -p llem_bench.plugin benchmarks/pytorch/test_pytorch_energy.py --study studies/h200-lifecycle.yaml \
-  --llem-out /tmp/reports --llem-run-id h200-lifecycle --llem-settle-s 45 -q -p no:cacheprovider 2>&1 | tail -15
+timeout 260 python3 -m pytest -p llem_bench.plugin benchmarks/pytorch/test_pytorch_energy.py --study studies/h200-lifecycle.yaml \
+  --llem-out /tmp/reports --llem-run-id h200-lifecycle --llem-settle-s 30 -q -p no:cacheprovider 2>&1 | tail -15
 
 echo "== 3. residual GPU memory held by another process"
 python3 -c "import torch, time; x = torch.empty(3 << 30, dtype=torch.uint8, device='cuda'); open('/tmp/held', 'w').write('3 GiB'); time.sleep(600)" &
@@ -27,7 +27,7 @@ holder=$!
 for _ in $(seq 120); do [[ -f /tmp/held ]] && break; sleep 0.5; done
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
 for mode in warn fail; do
-  timeout 120 python3 -m pytest -p llem_bench.plugin benchmarks/pytorch/test_pytorch_energy.py --study studies/quickstart.yaml -k bf16 \
+  timeout 60 python3 -m pytest -p llem_bench.plugin benchmarks/pytorch/test_pytorch_energy.py --study studies/quickstart.yaml -k bf16 \
     --llem-out /tmp/reports --llem-run-id residual-$mode --llem-residual $mode -q -p no:cacheprovider 2>&1 | tail -8
 done
 kill $holder

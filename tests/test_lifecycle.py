@@ -91,8 +91,10 @@ def test_under_xdist_the_controller_keeps_the_manifest_from_the_reports(project)
     assert all(e["runner"] == "inprocess" and "outcome" in e["hygiene"]["settle"] for e in entries)
 
 
-@pytest.mark.parametrize("runner", ["inprocess", "subprocess"])
-def test_ctrl_c_keeps_finished_results_marks_the_run_interrupted_and_exits_130(project, runner):
+@pytest.mark.parametrize("runner, stop", [("inprocess", signal.SIGINT), ("subprocess", signal.SIGINT),
+                                          ("subprocess", signal.SIGTERM)])
+def test_ctrl_c_or_sigterm_keeps_finished_results_marks_the_run_interrupted_and_exits_128_plus_signal(
+        project, runner, stop):
     project.makefile(".yaml", long=STUDY.replace("study: plug", "study: long") + "experiments:\n" + LONG)
     run = project.path / "out" / "long" / "r"
     proc = start_pytest(project, "--study", "long.yaml", "--llem-out", "out", "--llem-run-id", "r", "--llem-runner", runner)
@@ -102,12 +104,12 @@ def test_ctrl_c_keeps_finished_results_marks_the_run_interrupted_and_exits_130(p
                         and len(list((run / "results").glob("*.json"))) == 2, 240)
         if runner == "subprocess":
             assert wait_for(lambda: worker_pids(str(project.path)), 60)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, out[-2000:]
+    assert proc.returncode == 128 + stop, out[-2000:]  # 130 for Ctrl-C, 143 for SIGTERM
     m = manifest(run)
     assert m["state"] == "interrupted"
     assert sorted(e["state"] for e in m["experiments"].values()) == ["done", "done", "interrupted"]
@@ -115,6 +117,24 @@ def test_ctrl_c_keeps_finished_results_marks_the_run_interrupted_and_exits_130(p
     assert len(results) == 2 and all(r["status"] == "ok" for r in results)
     assert (run / "report.md").is_file() and len(json.loads((run / "study.json").read_text())["experiments"]) == 2
     assert worker_pids(str(project.path)) == []  # the worker's process group went down with the session
+
+
+def test_a_worker_does_not_outlive_a_controller_killed_with_sigkill(project):
+    """SIGKILL cannot be caught: the worker itself notices its controller is gone and ends its group."""
+    project.makefile(".yaml", orphan=STUDY.replace("study: plug", "study: orphan") + "experiments:\n" + LONG)
+    run = project.path / "out" / "orphan" / "r"
+    proc = start_pytest(project, "--study", "orphan.yaml", "--llem-out", "out", "--llem-run-id", "r",
+                        "--llem-runner", "subprocess", "-k", "batch_size_4")
+    try:
+        assert wait_for(lambda: any(e["state"] == "running" for e in states(run).values())
+                        and worker_pids(str(project.path)), 240)
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_for(lambda: worker_pids(str(project.path)) == [], 30), worker_pids(str(project.path))
+    assert manifest(run)["state"] == "running"  # the record says that session never finished
 
 
 def test_resume_runs_only_what_is_missing_and_reruns_a_truncated_result(project):

@@ -232,6 +232,7 @@ def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     # The other interpreter imports this very llem_bench, installed there or not.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    env["LLEM_CONTROLLER_PID"] = str(os.getpid())  # a worker whose controller is gone stops (worker --serve)
     return env
 
 

@@ -10,8 +10,10 @@ backend pins). Writes each ExperimentResult atomically.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -58,7 +60,19 @@ def main(request_path: str, result_path: str) -> int:
         pool.close()
 
 
+def _die_with_controller() -> None:
+    """When the pytest process that started this worker dies, even by SIGKILL, take this worker's process
+    group (the backend's engine processes included) down too: nothing may keep the GPU after the study is
+    gone. The worker leads its own group (the runner starts it in a new session)."""
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM us when it dies
+    if str(os.getppid()) != os.environ.get("LLEM_CONTROLLER_PID", str(os.getppid())):
+        os.killpg(0, signal.SIGKILL)  # it died before the line above took effect
+
+
 def serve() -> int:
+    _die_with_controller()
     # stdout is the reply channel; everything printed (ours, the backend's) goes to the experiment's log.
     # os.dup gives a non-inheritable fd: a backend's child processes never hold the channel open.
     reply = os.fdopen(os.dup(1), "w")

@@ -16,6 +16,11 @@ from typing import Any, Callable, Optional
 # "Near idle": power within 15% + 10 W of the idle reading (the power field is a ~1 s average
 # and idles noisily), each GPU within 5 degC of its temperature at session start.
 POWER_TOLERANCE, POWER_MARGIN_W, TEMPERATURE_MARGIN_C = 0.15, 10.0, 5
+# Seen on an H200: after heavy work the GPU holds ~125 W for minutes against a 90 W idle start, so
+# waiting for the target would spend the whole bound before every experiment. When power has moved
+# less than this over the last PLATEAU_S and no temperature is still falling, waiting longer will not
+# help: stop, and record that it plateaued above the target.
+PLATEAU_S, PLATEAU_TOLERANCE, PLATEAU_MARGIN_W = 10.0, 0.02, 3.0
 
 
 class ResidualMemoryError(RuntimeError):
@@ -111,23 +116,42 @@ def settle(gpus: Optional[NvmlGpus], why_not: Optional[str], reference: Optional
     if reference is None:
         return {"outcome": "skipped: no idle reference was taken at session start"}
     start = clock()
+    history: list[tuple[float, float, list[int]]] = []
     while True:
         power, temps = gpus.power_w(), gpus.temperatures_c()
         waiting = _not_settled(reference, power, temps)
         waited = clock() - start
-        if not waiting or waited >= max_wait_s:
+        history.append((waited, power, temps))
+        plateau = bool(waiting) and _plateaued(history)
+        if not waiting or plateau or waited >= max_wait_s:
             break
         sleep(min(poll_s, max_wait_s - waited))  # polling the device, bounded by max_wait_s
     record = {"waited_s": round(waited, 2), "power_w": round(power, 1),
               "target_power_w": round(reference.power_target_w, 1), "temperatures_c": temps,
-              "target_temperatures_c": reference.temperature_targets_c, "reached": not waiting}
-    if waiting:
+              "target_temperatures_c": reference.temperature_targets_c, "reached": not waiting,
+              "plateaued": plateau}
+    if plateau:
+        record["outcome"] = (f"plateaued above idle after {waited:.0f} s (no change over {PLATEAU_S:g} s, waiting "
+                             f"longer would not help): " + "; ".join(waiting))
+    elif waiting:
         record["outcome"] = (f"not settled after {waited:.0f} s (--llem-settle-s {max_wait_s:g}): "
                              + "; ".join(waiting))
     else:
         record["outcome"] = (f"settled after {waited:.1f} s: {power:.0f} W <= {reference.power_target_w:.0f} W, "
                              f"temperatures {temps} within {TEMPERATURE_MARGIN_C} degC of the start")
     return record
+
+
+def _plateaued(history: list[tuple[float, float, list[int]]]) -> bool:
+    """Over the last PLATEAU_S of readings, power stayed within a few percent and no GPU cooled."""
+    now = history[-1][0]
+    if now < PLATEAU_S:
+        return False
+    window = [(power, temps) for t, power, temps in history if t >= now - PLATEAU_S]
+    powers = [power for power, _ in window]
+    flat = max(powers) - min(powers) <= max(PLATEAU_TOLERANCE * max(powers), PLATEAU_MARGIN_W)
+    cooling = any(first > last for first, last in zip(window[0][1], window[-1][1]))
+    return flat and not cooling
 
 
 def _not_settled(reference: IdleReference, power: float, temps: list[int]) -> list[str]:

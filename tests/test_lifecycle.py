@@ -254,14 +254,24 @@ def test_settle_waits_until_power_and_temperature_are_back_near_idle():
 
 
 def test_settle_gives_up_at_its_bound_and_says_what_was_still_high():
-    gpus = FakeGpus(power=[300], temps=[[70]])
+    # still cooling (2 W every reading) when the bound is reached
+    gpus = FakeGpus(power=[300 - 2 * i for i in range(121)], temps=[[70]])
     clock = FakeClock()
     record = settle(gpus, None, IdleReference(60.0, [35]), max_wait_s=60, poll_s=0.5, clock=clock, sleep=clock.sleep)
-    assert not record["reached"] and record["waited_s"] == 60
+    assert not record["reached"] and not record["plateaued"] and record["waited_s"] == 60
     assert "not settled after 60 s (--llem-settle-s 60)" in record["outcome"]
-    assert "300 W > 79 W" in record["outcome"] and "GPU 0 at 70 degC > 40 degC" in record["outcome"]
+    assert "60 W > 79 W" not in record["outcome"] and "GPU 0 at 70 degC > 40 degC" in record["outcome"]
     assert settle(gpus, None, IdleReference(60.0, [35]), max_wait_s=0)["outcome"] == \
         "skipped: disabled (--llem-settle-s 0)"
+
+
+def test_settle_stops_early_when_power_plateaus_above_idle():
+    # as seen on the H200: ~125 W held for minutes after heavy work, against a 90 W idle start
+    gpus = FakeGpus(power=[160, 140, 130] + [125, 124, 125, 126] * 40, temps=[[45], [44]] + [[43]] * 200)
+    clock = FakeClock()
+    record = settle(gpus, None, IdleReference(90.0, [42]), max_wait_s=60, poll_s=0.5, clock=clock, sleep=clock.sleep)
+    assert record["plateaued"] and not record["reached"] and 10 <= record["waited_s"] < 12
+    assert record["outcome"].startswith("plateaued above idle after 12 s") and "(idle 90 W)" in record["outcome"]
 
 
 def test_residual_memory_names_other_processes_but_not_our_own_children():

@@ -84,7 +84,8 @@ def render_wiring(data: dict[str, dict], gpu: Optional[dict[str, dict]] = None) 
              "SamplingParams, outputs), compared with a default-built backend. Produced by "
              "`LLEM_WIRING_REPORT=wiring.json pytest benchmarks -k wiring` (vLLM: in its own venv), then "
              "`python -m llem_bench.config.paramdocs --wiring wiring.json` (a GPU machine's outcomes: "
-             "`--wiring-gpu`). The CPU column is what every CI run checks.", ""]
+             "`--wiring-gpu`). The CPU column is what every CI run checks; a GPU column is one recorded run on a "
+             "lent GPU machine, whose commands and notes on each failure are in reports/reference/.", ""]
     runs = [("CPU", data)] + ([("GPU", gpu)] if gpu else [])
     for backend, fields in expected_fields().items():
         tables = [(label, {k.split(":", 1)[1]: v for k, v in outcomes.items() if k.startswith(f"{backend}:")})

@@ -153,8 +153,11 @@ _ENGINES: dict[str, VLLMBackend] = {}
 _START_FAILURES: dict[str, str] = {}
 
 
-def config_for(section: dict):
+def config_for(section: dict, **top):
+    """BASE with `section` in its vllm section (compilation.* keys nested) and `top` sections merged in."""
     raw = copy.deepcopy(BASE)
+    for key, value in top.items():
+        raw.setdefault(key, {}).update(value)
     for key, value in section.items():
         if key.startswith("compilation."):
             raw["backends"]["vllm"].setdefault("compilation", {})[key.split(".", 1)[1]] = value
@@ -167,11 +170,11 @@ def engine(name: str, **section) -> tuple[VLLMBackend, object]:
     """The engine `name` built with `section` (kept for the tests after it; the default engine is
     kept for the whole module, any other one until an engine of another name is asked for)."""
     config = config_for(section)
+    if name in _START_FAILURES:  # before closing anything: the engine that did start stays for the next test
+        raise RuntimeError(_START_FAILURES[name])
     if name not in _ENGINES:
         for other in [n for n in _ENGINES if n != "default"]:
             _ENGINES.pop(other).close()  # one changed engine at a time: GPU memory, engine-core processes
-        if name in _START_FAILURES:
-            raise RuntimeError(_START_FAILURES[name])
         backend = VLLMBackend()
         try:
             backend.load(config)
@@ -275,10 +278,7 @@ def test_engine_arg_reaches_vllm_config(name):
 def test_sampling_field_reaches_sampling_params(name):
     default, _ = engine("default")
     before = getattr(default.sampling, SAMPLING[name])
-    raw = copy.deepcopy(BASE)
-    raw["decoding"] = {"preset": "sampling"}
-    raw["backends"]["vllm"][name] = 0.5
-    default.configure(parse_study(raw)[1][0].config)
+    default.configure(config_for({name: 0.5}, decoding={"preset": "sampling"}))
     assert getattr(default.sampling, SAMPLING[name]) == 0.5 != before
 
 
@@ -294,10 +294,8 @@ def test_logprobs_reach_the_outputs(name):
         return getattr(backend.sampling, name), per_position is not None
 
     before = held()
-    raw = copy.deepcopy(BASE)
-    raw["backends"]["vllm"][name] = 2
     try:
-        backend.configure(parse_study(raw)[1][0].config)
+        backend.configure(config_for({name: 2}))
         after = held()
     finally:
         backend.configure(config)
@@ -305,9 +303,7 @@ def test_logprobs_reach_the_outputs(name):
 
 
 def with_workload(backend, **workload):
-    raw = copy.deepcopy(BASE)
-    raw["workload"].update(workload)
-    config = parse_study(raw)[1][0].config
+    config = config_for({}, workload=workload)
     backend.configure(config)
     return config
 
@@ -340,9 +336,7 @@ PREFIX_PROMPT = [{"prompt_token_ids": [0] + list(range(10, 209))}]
 
 def cached_tokens(backend, reuse: bool) -> int:
     """Generate the same long prompt twice (the backend's per-pass cache reset in between unless reuse)."""
-    raw = copy.deepcopy(BASE)
-    raw["backends"]["vllm"]["reuse_prefix_cache"] = reuse
-    backend.configure(parse_study(raw)[1][0].config)
+    backend.configure(config_for({"reuse_prefix_cache": reuse}))
     outputs = None
     for _ in range(2):
         backend._fresh_cache()

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from llem_bench.config.study import GateSpec, parse_study
-from llem_bench.harness.metrics import METRICS
-from llem_bench.harness.stats import summarize, t95
+from llem_bench.metrics import METRICS
+from llem_bench.stats import summarize, t95
 from llem_bench.results.compare import (
     DEFAULT_GATED,
     betainc, compare_metric, compare_runs, gates_from, load_side, render_comparison_markdown, student_t_cdf,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llem_bench.harness.metrics import METRICS
+from llem_bench.metrics import METRICS
 from llem_bench.results.export import (
     benchmark_stats, load_results, to_csv, to_github_action_benchmark, to_pytest_benchmark_json,
 )
@@ -110,8 +110,8 @@ def test_github_action_benchmark_entries():
     bigger, smaller = to_github_action_benchmark(results())
     names = {e["name"] for e in bigger}
     assert "pytorch-tiny-fp32-batch_size_8-abc123 - output_tokens_per_s" in names
-    assert all(METRICS[e["name"].split(" - ")[1]][1] for e in bigger)
-    assert not any(METRICS[e["name"].split(" - ")[1]][1] for e in smaller)
+    assert all(METRICS[e["name"].split(" - ")[1]].higher_is_better for e in bigger)
+    assert not any(METRICS[e["name"].split(" - ")[1]].higher_is_better for e in smaller)
     energy = next(e for e in smaller if e["name"] == "pytorch-tiny-fp32-batch_size_8-abc123 - energy_per_output_token_j")
     assert set(energy) == {"name", "unit", "value", "range", "extra"}
     assert energy["unit"] == "J" and energy["value"] == pytest.approx(0.315) and energy["range"].startswith("± ")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llem_bench.harness.metrics import METRICS
+from llem_bench.metrics import METRICS
 from llem_bench.results.compare import compare_runs, load_side
 from llem_bench.results.history import KEY_COLUMNS, collect_history, comparable, environment_facts, history_key
 from llem_bench.results.store import RunDir

@@ -5,7 +5,7 @@ import pytest
 from llem_bench.config import ConfigError
 from llem_bench.config.study import parse_study
 from llem_bench.harness.latency import RequestTiming, percentile, summarize_requests
-from llem_bench.harness.metrics import cycle_metrics
+from llem_bench.metrics import cycle_metrics
 from llem_bench.harness.roofline import bandwidth_gbs, decode_roofline
 from llem_bench.harness.validity import verdict
 

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from llem_bench.harness.metrics import METRICS, cycle_metrics
-from llem_bench.harness.stats import cv, summarize, t95
+from llem_bench.metrics import METRICS, cycle_metrics
+from llem_bench.stats import cv, summarize, t95
 
 
 def test_cycle_metrics_formulas():

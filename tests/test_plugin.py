@@ -133,7 +133,7 @@ def _scaled_copy(run, out, factor):
     """A copy of a run whose per-cycle throughput is `factor` times the real one."""
     import shutil
 
-    from llem_bench.harness.stats import summarize
+    from llem_bench.stats import summarize
     from llem_bench.results.schema import MetricSummary
     from llem_bench.results.store import RunDir
 

@@ -188,7 +188,7 @@ def test_gpu_run_without_sampler_data_gets_scatter_and_bars_and_says_why_no_time
 # --- synthetic results with every new slot filled ----------------------------------------------
 
 def _summary(values):
-    from llem_bench.harness.stats import summarize
+    from llem_bench.stats import summarize
     from llem_bench.results.schema import MetricSummary
 
     return MetricSummary(**summarize(values))

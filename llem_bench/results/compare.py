@@ -18,10 +18,10 @@ from pydantic import ValidationError
 
 from llem_bench.config.errors import did_you_mean
 from llem_bench.config.study import GateSpec
-from llem_bench.harness.metrics import METRICS
-from llem_bench.harness.stats import mean, stdev, t95
+from llem_bench.metrics import METRICS
+from llem_bench.stats import mean, stdev, t95
 from llem_bench.results.history import comparable
-from llem_bench.results.report import fmt, markdown_table
+from llem_bench.results.format import fmt, markdown_table
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir
 
@@ -74,7 +74,7 @@ def gates_from(study_gates: Optional[dict[str, GateSpec]], default_pct: float = 
             raise ValueError(f"gates.{metric}: unknown metric.{did_you_mean(metric, list(METRICS))} "
                              f"Metrics: {', '.join(METRICS)}.")
         spec = spec if isinstance(spec, GateSpec) else GateSpec.model_validate(spec)
-        higher_is_better = METRICS[metric][1]
+        higher_is_better = METRICS[metric].higher_is_better
         bad, good = ("max_decrease", "max_increase") if higher_is_better else ("max_increase", "max_decrease")
         if getattr(spec, bad) is not None:
             gates[metric] = _fraction(getattr(spec, bad))
@@ -268,7 +268,8 @@ def _compare_pair(b: ExperimentResult, c: ExperimentResult, how: str, gates: dic
         reason = f"baseline {b.status}, candidate {c.status}"
         exp.skipped = {m: reason for m in METRICS}
         return exp
-    for metric, (_, higher_is_better, _) in METRICS.items():
+    for metric, definition in METRICS.items():
+        higher_is_better = definition.higher_is_better
         sb, sc = b.metrics.get(metric), c.metrics.get(metric)
         exp.gated[metric] = metric in gates
         if sb is None or sc is None:
@@ -329,7 +330,7 @@ def render_comparison_markdown(comparison: Comparison) -> str:
         for metric, c in exp.metrics.items():
             verdict = c.verdict.upper() if c.verdict == "regressed" and exp.gated[metric] else c.verdict
             threshold = f" (±{c.threshold * 100:g}%)" + ("*" if exp.gated[metric] else "")
-            rows.append([metric + threshold, METRICS[metric][0], fmt(c.base_mean), fmt(c.cand_mean), _pct(c.delta_pct),
+            rows.append([metric + threshold, METRICS[metric].unit, fmt(c.base_mean), fmt(c.cand_mean), _pct(c.delta_pct),
                          _ci(c), "n/a" if c.p_value is None else f"{c.p_value:.3g}", verdict])
         if rows:
             lines += [markdown_table(head, rows), ""]

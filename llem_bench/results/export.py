@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
-from llem_bench.harness.metrics import METRICS
+from llem_bench.metrics import METRICS
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import write_text_atomic
 
@@ -119,7 +119,8 @@ def to_github_action_benchmark(results: Results) -> tuple[list[dict], list[dict]
     """(customBiggerIsBetter, customSmallerIsBetter) entries; unavailable metrics are left out."""
     bigger, smaller = [], []
     for r in _ok(results):
-        for metric, (unit, higher_is_better, description) in METRICS.items():
+        for metric, definition in METRICS.items():
+            unit, higher_is_better, description = definition.unit, definition.higher_is_better, definition.description
             s = r.metrics.get(metric)
             if s is None:
                 continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from llem_bench.harness.metrics import METRICS
+from llem_bench.metrics import METRICS
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir
 

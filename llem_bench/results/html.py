@@ -7,7 +7,9 @@ import html
 from pathlib import Path
 from typing import Any, Optional
 
+from llem_bench.metrics import METRICS
 from llem_bench.results import plots
+from llem_bench.results.format import fmt
 from llem_bench.results.schema import ExperimentResult
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1250px;color:#222}
@@ -109,8 +111,6 @@ def render_report_html(summary: dict[str, Any], results: list[ExperimentResult],
 # --- comparison ---------------------------------------------------------------------------------
 
 def _num(value: Optional[float]) -> str:
-    from llem_bench.results.report import fmt
-
     return fmt(value)
 
 
@@ -127,7 +127,6 @@ def _ci(c: Any) -> str:
 def render_comparison_html(comparison: Any) -> str:
     """A `compare.Comparison` as a page: warnings, a table per experiment (baseline, candidate,
     delta, 95% CI of the difference, Welch p, verdict), why metrics were not compared, GATE line."""
-    from llem_bench.harness.metrics import METRICS
 
     regressions = comparison.regressions
     gate = f"GATE: FAIL ({len(regressions)} regression{'s' if len(regressions) != 1 else ''})" if regressions \
@@ -157,7 +156,7 @@ def render_comparison_html(comparison: Any) -> str:
             gated = exp.gated.get(metric)
             verdict = c.verdict.upper() if c.verdict == "regressed" and gated else c.verdict
             rows.append([f"{metric} (±{c.threshold * 100:g}%){'*' if gated else ''}",
-                         METRICS.get(metric, ("",))[0], _num(c.base_mean), _num(c.cand_mean), _pct(c.delta_pct),
+                         METRICS[metric].unit if metric in METRICS else "", _num(c.base_mean), _num(c.cand_mean), _pct(c.delta_pct),
                          _ci(c), "n/a" if c.p_value is None else f"{c.p_value:.3g}", verdict])
         if rows:
             body.append(table(head, rows))

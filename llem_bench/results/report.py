@@ -5,32 +5,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from llem_bench.harness.metrics import METRICS
+from llem_bench.metrics import METRICS
+from llem_bench.results.format import fmt, fmt_summary, markdown_table
+from llem_bench.results.html import render_error_html, render_report_html
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir, utc_now, write_json_atomic, write_text_atomic
 
 TABLE_METRICS = ("output_tokens_per_s", "energy_per_output_token_j", "energy_per_request_j", "avg_power_w",
                  "requests_per_s", "wall_time_s", "peak_memory_mb")
-
-
-def fmt(value: Optional[float]) -> str:
-    if value is None:
-        return "n/a"
-    magnitude = abs(value)
-    if magnitude >= 100:
-        return f"{value:,.0f}"
-    if magnitude >= 1:
-        return f"{value:.2f}"
-    return f"{value:.4g}"
-
-
-def fmt_summary(result: ExperimentResult, metric: str) -> str:
-    summary = result.metrics.get(metric)
-    if summary is None:
-        return "n/a"
-    if summary.ci95_high is None:
-        return fmt(summary.mean)
-    return f"{fmt(summary.mean)} ± {fmt(summary.ci95_high - summary.mean)}"
 
 
 def summary_rows(results: list[ExperimentResult]) -> list[list[str]]:
@@ -45,7 +27,7 @@ def summary_rows(results: list[ExperimentResult]) -> list[list[str]]:
 
 
 def header() -> list[str]:
-    return ["experiment", "status", *[f"{m} ({METRICS[m][0]})" for m in TABLE_METRICS], "verdict"]
+    return ["experiment", "status", *[f"{m} ({METRICS[m].unit})" for m in TABLE_METRICS], "verdict"]
 
 
 def _int(value: Optional[float]) -> str:
@@ -104,12 +86,6 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
     if validity:
         tables.append(("Validity: why not valid", ["experiment", "verdict", "reasons"], validity))
     return tables
-
-
-def markdown_table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def study_summary(run: RunDir, results: list[ExperimentResult], problems: list[str]) -> dict:
@@ -183,8 +159,6 @@ def write_reports(run: RunDir) -> Optional[dict]:
     summary = study_summary(run, results, problems)
     write_json_atomic(run.path / "study.json", summary)
     write_text_atomic(run.path / "report.md", render_markdown(summary, results))
-    from llem_bench.results.html import render_error_html, render_report_html
-
     try:
         page = render_report_html(summary, results, run.path, header(), summary_rows(results),
                                   report_notes(summary, results), detail_tables(results))

@@ -6,24 +6,35 @@ Denominators are fixed here: output tokens are the generated tokens counted per 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
-# name -> (unit, higher_is_better, description)
-METRICS: dict[str, tuple[str, bool, str]] = {
-    "output_tokens_per_s": ("tok/s", True, "generated tokens / window wall time"),
-    "total_tokens_per_s": ("tok/s", True, "(prompt + generated tokens) / window wall time"),
-    "requests_per_s": ("req/s", True, "completed requests / window wall time"),
-    "energy_per_output_token_j": ("J", False, "GPU energy in the window / generated tokens"),
-    "energy_per_output_token_net_j": ("J", False, "(GPU energy - resident idle power x window time) / generated tokens"),
-    "energy_per_request_j": ("J", False, "GPU energy in the window / completed requests"),
-    "avg_power_w": ("W", False, "GPU energy in the window / window wall time"),
-    "peak_power_w": ("W", False, "highest sampled GPU power in the window (summed over GPUs per tick)"),
-    "wall_time_s": ("s", False, "window wall time (CUDA-synchronised edges)"),
-    "peak_memory_mb": ("MiB", False, "peak memory in the window (method recorded in the result)"),
+@dataclass(frozen=True)
+class Metric:
+    """One metric's definition, read by the harness, the reports, the exports and the gate."""
+
+    unit: str
+    higher_is_better: bool
+    description: str  # how it is measured
+    energy: bool = False  # needs a GPU energy measurement
+
+
+METRICS: dict[str, Metric] = {
+    "output_tokens_per_s": Metric("tok/s", True, "generated tokens / window wall time"),
+    "total_tokens_per_s": Metric("tok/s", True, "(prompt + generated tokens) / window wall time"),
+    "requests_per_s": Metric("req/s", True, "completed requests / window wall time"),
+    "energy_per_output_token_j": Metric("J", False, "GPU energy in the window / generated tokens", energy=True),
+    "energy_per_output_token_net_j": Metric(
+        "J", False, "(GPU energy - resident idle power x window time) / generated tokens", energy=True),
+    "energy_per_request_j": Metric("J", False, "GPU energy in the window / completed requests", energy=True),
+    "avg_power_w": Metric("W", False, "GPU energy in the window / window wall time", energy=True),
+    "peak_power_w": Metric("W", False, "highest sampled GPU power in the window (summed over GPUs per tick)",
+                           energy=True),
+    "wall_time_s": Metric("s", False, "window wall time (CUDA-synchronised edges)"),
+    "peak_memory_mb": Metric("MiB", False, "peak memory in the window (method recorded in the result)"),
 }
 
-ENERGY_METRICS = ("energy_per_output_token_j", "energy_per_output_token_net_j", "energy_per_request_j",
-                  "avg_power_w", "peak_power_w")
+ENERGY_METRICS = tuple(name for name, metric in METRICS.items() if metric.energy)
 
 
 def cycle_metrics(

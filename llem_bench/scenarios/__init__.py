@@ -1,0 +1,1 @@
+"""Scenarios own what is measured and how; backends only load, generate and stream."""

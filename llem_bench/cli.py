@@ -20,7 +20,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     study, experiments = load_study(args.study)
     preflight(experiments, args.study)
-    print(f"study '{study.study}': {len(experiments)} experiment(s)")
+    repeats = f", each run {study.repeats} times (measurement.repeats; seed {study.repeat_seed})" \
+        if study.repeats > 1 else ""
+    print(f"study '{study.study}': {len(experiments)} experiment(s){repeats}")
     for exp in experiments:
         c = exp.config
         section = c.backend_config.model_dump(exclude_defaults=True)

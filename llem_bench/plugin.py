@@ -17,7 +17,6 @@ from typing import Optional
 
 import pytest
 
-from llem_bench.backends import load_key
 from llem_bench.config.backends import BACKENDS
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.preflight import preflight
@@ -138,7 +137,9 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     session = config.stash[SESSION_KEY]
     if session.study is None:
         return None
-    return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments) "
+    repeats = session.study.repeats
+    times = f" x {repeats} repeats (seed {session.study.repeat_seed})" if repeats > 1 else ""
+    return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments{times}) "
             f"-> {session.run_dir.path}"]
 
 
@@ -152,8 +153,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [pytest.param(None, id="no-study", marks=pytest.mark.skip(
             reason="no study given: run with --study <file>, e.g. --study studies/quickstart.yaml"))]
     else:
-        chosen = [e for e in session.experiments if backend is None or e.backend == backend]
-        params = [pytest.param(e, id=e.test_id, marks=[
+        chosen = [e for e in session.plan if backend is None or e.backend == backend]
+        params = [pytest.param(e, id=e.key, marks=[
             getattr(pytest.mark, e.backend),
             pytest.mark.llem(backend=e.backend, model=e.config.model, dtype=e.config.dtype)]) for e in chosen]
         if not params:
@@ -169,15 +170,18 @@ def _experiment_of(item: pytest.Item) -> Optional[Experiment]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group experiments that share load settings so the model loads once per group; on resume,
-    skip the experiments that already have a complete result."""
+    """Run experiments in the session's plan (harness/order.py): grouped by load settings so the model
+    loads once per group, repeat by repeat in a seeded shuffled order; on resume, skip the runs that
+    already have a complete result."""
+    session = config.stash[SESSION_KEY]
+    position = {e.key: i for i, e in enumerate(session.plan)}
     slots = [i for i, item in enumerate(items) if _experiment_of(item) is not None]
-    ordered = sorted((items[i] for i in slots), key=lambda it: load_key(_experiment_of(it).config))
+    ordered = sorted((items[i] for i in slots),
+                     key=lambda it: position.get(_experiment_of(it).key, len(position)))
     for slot, item in zip(slots, ordered):
         items[slot] = item
-    session = config.stash[SESSION_KEY]
     for item in ordered:
-        reason = session.already_done.get(_experiment_of(item).test_id)
+        reason = session.already_done.get(_experiment_of(item).key)
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
 
@@ -209,10 +213,11 @@ class ManifestReporter:
         match = _PARAM_ID.search(nodeid)
         if not match:
             return None
-        known, param = self.llem.test_ids, match.group(1)
+        known, param = self.llem.run_keys, match.group(1)
         if param in known:
             return param
-        return next((t for t in known if t in param), None)  # test ids of several parametrisations combined
+        # run keys of several parametrisations combined; the longest first (x-r1 is part of x-r10)
+        return next((t for t in sorted(known, key=len, reverse=True) if t in param), None)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:

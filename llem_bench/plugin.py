@@ -21,7 +21,7 @@ from llem_bench.config.backends import BACKENDS
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.preflight import preflight
 from llem_bench.config.study import Experiment, load_study
-from llem_bench.results.compare import load_side
+from llem_bench.results.compare import gated_summary, load_side
 from llem_bench.results.gate import gate_against_baseline
 from llem_bench.results.manifest import Manifest
 from llem_bench.results.report import header, summary_rows, write_reports
@@ -44,7 +44,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="name of the run folder (default: UTC timestamp and commit)")
     group.addoption("--llem-baseline", dest="llem_baseline", metavar="RUN",
                     help="compare with this earlier run folder (or result JSON) and fail the session (exit 1) "
-                         "on a significant regression beyond the study's gates: (default 5%% on headline metrics)")
+                         "on a significant regression beyond the study's gates: (default 5%% on output tok/s and "
+                         "J/token), a missing experiment or gated metric, an invalid result, or (gates."
+                         "on_inconclusive: fail, the default) a gated metric it cannot decide; needs run-level "
+                         "variance: measurement.repeats >= 2 on one side at least")
+    group.addoption("--llem-allow-invalid", dest="llem_allow_invalid", action="store_true",
+                    help="accept results whose validity verdict is 'invalid': benchmark tests pass on them and the "
+                         "gate compares them (with a warning) instead of failing")
     group.addoption("--llem-runner", dest="llem_runner", metavar="RUNNER",
                     help="where experiments run: inprocess, subprocess, venv:<python> or docker:<image> (overrides "
                          "LLEM_RUNNER_<BACKEND> and the study's runners:; default: subprocess on a host with "
@@ -291,7 +297,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     write_reports(llem.run_dir)
     baseline = session.config.option.llem_baseline
     if baseline and not interrupted and llem.run_dir.read_results():
-        llem.comparison = gate_against_baseline(baseline, llem.run_dir, llem.study.gates)
+        llem.comparison = gate_against_baseline(baseline, llem.run_dir, llem.study.gates,
+                                                allow_invalid=session.config.option.llem_allow_invalid)
         if llem.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -314,10 +321,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     comparison = getattr(llem, "comparison", None)
     if comparison is not None:
         terminalreporter.section("llem-bench baseline comparison")
-        for warning in comparison.warnings:
+        for warning in comparison.loud_warnings:
             terminalreporter.write_line(f"WARNING: {warning}", yellow=True)
-        for test_id, metric in comparison.regressions:
-            terminalreporter.write_line(f"REGRESSED: {test_id}: {metric}", red=True)
-        verdict = f"GATE: FAIL ({len(comparison.regressions)} regression(s))" if comparison.failed else "GATE: PASS"
-        terminalreporter.write_line(f"{verdict} -- {llem.run_dir.path / 'comparison.md'}",
+        for line in gated_summary(comparison):
+            terminalreporter.write_line(line)
+        for failure in comparison.failures:
+            terminalreporter.write_line(failure, red=True)
+        terminalreporter.write_line(f"{comparison.gate_line} -- {llem.run_dir.path / 'comparison.md'}",
                                     red=comparison.failed, green=not comparison.failed)

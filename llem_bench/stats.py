@@ -74,16 +74,21 @@ class Difference:
 
 
 def welch(base: Sequence[float], cand: Sequence[float]) -> Difference:
-    """Welch's t-test (scipy.stats.ttest_ind, equal_var=False) and the CI from the same fractional df."""
-    nb, nc = len(base), len(cand)
-    diff = mean(cand) - mean(base)
-    vb, vc = stdev(base) ** 2 / nb, stdev(cand) ** 2 / nc  # type: ignore[operator]
+    """Welch's t-test of two samples (scipy.stats.ttest_ind, equal_var=False)."""
+    return welch_from_stats(mean(base), stdev(base), len(base), mean(cand), stdev(cand), len(cand))  # type: ignore[arg-type]
+
+
+def welch_from_stats(mb: float, sb: float, nb: int, mc: float, sc: float, nc: int) -> Difference:
+    """Welch's t-test from means, SDs and counts (scipy.stats.ttest_ind_from_stats, equal_var=False), and
+    the 95% CI of cand - base from the same fractional Welch-Satterthwaite df."""
+    diff = mc - mb
+    vb, vc = sb ** 2 / nb, sc ** 2 / nc
     se = math.sqrt(vb + vc)
     if se == 0.0:
         df = float(nb + nc - 2)
         return Difference(diff, 0.0, df, 1.0 if diff == 0 else 0.0, (diff, diff), "welch")
     df = (vb + vc) ** 2 / (vb ** 2 / (nb - 1) + vc ** 2 / (nc - 1))
-    p = float(_st.ttest_ind(cand, base, equal_var=False).pvalue)
+    p = float(_st.ttest_ind_from_stats(mc, sc, nc, mb, sb, nb, equal_var=False).pvalue)
     half = t95(df) * se
     return Difference(diff, se, df, p, (diff - half, diff + half), "welch")
 

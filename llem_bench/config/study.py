@@ -52,8 +52,33 @@ class Study(StrictModel):
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     experiments: list[dict[str, Any]] = Field(default_factory=list)
-    gates: dict[str, GateSpec] = Field(default_factory=dict)
+    gates: dict[str, Any] = Field(
+        default_factory=dict, description="metric -> {max_increase|max_decrease: 5%}, and on_inconclusive: fail|warn")
     runners: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gates(cls, value: Any) -> Any:
+        """on_inconclusive: fail|warn; every other key a metric of the registry with a GateSpec."""
+        from llem_bench.metrics import METRICS
+
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for key, spec in value.items():
+            if key == "on_inconclusive":
+                if spec not in ("fail", "warn"):
+                    raise ValueError(f"gates.on_inconclusive: expected fail or warn, got {spec!r}")
+                out[key] = spec
+                continue
+            if key not in METRICS:
+                raise ValueError(f"gates.{key}: unknown metric.{did_you_mean(str(key), [*METRICS, 'on_inconclusive'])} "
+                                 f"Metrics: {', '.join(METRICS)}; or on_inconclusive: fail|warn")
+            try:
+                out[key] = GateSpec.model_validate(spec or {})
+            except ValidationError as exc:
+                raise ValueError(f"gates.{key}: {exc.errors()[0]['msg']} (e.g. {{max_decrease: 5%}})") from None
+        return out
 
     # Where the study came from, for error messages (not a YAML key).
     _source: str = PrivateAttr("<study>")

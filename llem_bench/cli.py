@@ -20,7 +20,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     study, experiments = load_study(args.study)
     preflight(experiments, args.study)
-    print(f"study '{study.study}': {len(experiments)} experiment(s)")
+    repeats = f", each run {study.repeats} times (measurement.repeats; seed {study.repeat_seed})" \
+        if study.repeats > 1 else ""
+    print(f"study '{study.study}': {len(experiments)} experiment(s){repeats}")
     for exp in experiments:
         c = exp.config
         section = c.backend_config.model_dump(exclude_defaults=True)
@@ -54,7 +56,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from llem_bench.config.study import GateSpec
-    from llem_bench.results.compare import compare_runs, gates_from, load_side, render_comparison_markdown
+    from llem_bench.results.compare import (compare_runs, gated_summary, gates_from, load_side,
+                                            render_comparison_markdown)
     from llem_bench.results.store import write_text_atomic
 
     try:
@@ -64,13 +67,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
             metric, _, limit = text.partition(":")
             direction = "max_decrease" if limit.startswith("-") else "max_increase"
             specs[metric] = GateSpec(**{direction: limit.lstrip("+-")})
-        comparison = compare_runs(base, cand, gates_from(specs or None, args.default_threshold))
+        comparison = compare_runs(base, cand, gates_from(specs or None, args.default_threshold),
+                                  on_inconclusive=args.on_inconclusive, allow_invalid=args.allow_invalid)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     text = render_comparison_markdown(comparison)
     print(text)
     if args.out:
         write_text_atomic(Path(args.out), text)
+    for warning in comparison.loud_warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    for line in gated_summary(comparison) + comparison.failures + [comparison.gate_line]:
+        print(line, file=sys.stderr)
     return 1 if comparison.failed else 0
 
 
@@ -82,7 +90,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from llem_bench.results.store import write_json_atomic
 
     try:
-        results = list(load_side(args.run_dir).values())
+        results = [r for runs in load_side(args.run_dir).values() for r in runs]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     out = Path(args.out)
@@ -133,13 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild report.md and study.json of a run folder")
     report.add_argument("run_dir", help="reports/<study>/<run-id>")
     report.set_defaults(func=cmd_report)
-    compare = sub.add_parser("compare", help="compare a candidate run with a baseline; exit 1 on a significant regression")
+    compare = sub.add_parser("compare", help="compare a candidate run with a baseline over their repeats; exit 1 when "
+                             "the gate fails (regression, missing experiment or metric, invalid result, inconclusive)")
     compare.add_argument("baseline", help="baseline run folder or result JSON")
     compare.add_argument("candidate", help="candidate run folder or result JSON")
     compare.add_argument("--gate", action="append", metavar="METRIC:LIMIT",
                          help="e.g. energy_per_output_token_j:5%% or output_tokens_per_s:-5%% (repeatable)")
     compare.add_argument("--default-threshold", type=float, default=5.0, metavar="PCT",
                          help="threshold of the default gates in percent (default 5)")
+    compare.add_argument("--on-inconclusive", choices=["fail", "warn"], default="fail",
+                         help="a gated metric the comparison cannot decide fails the gate (default) or warns")
+    compare.add_argument("--allow-invalid", action="store_true",
+                         help="compare results whose validity verdict is 'invalid' (with a warning) instead of failing")
     compare.add_argument("--out", help="also write the comparison markdown here")
     compare.set_defaults(func=cmd_compare)
     export = sub.add_parser("export", help="export a run for other tools")

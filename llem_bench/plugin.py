@@ -17,12 +17,11 @@ from typing import Optional
 
 import pytest
 
-from llem_bench.backends import load_key
 from llem_bench.config.backends import BACKENDS
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.preflight import preflight
 from llem_bench.config.study import Experiment, load_study
-from llem_bench.results.compare import load_side
+from llem_bench.results.compare import gated_summary, load_side
 from llem_bench.results.gate import gate_against_baseline
 from llem_bench.results.manifest import Manifest
 from llem_bench.results.report import header, summary_rows, write_reports
@@ -45,7 +44,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="name of the run folder (default: UTC timestamp and commit)")
     group.addoption("--llem-baseline", dest="llem_baseline", metavar="RUN",
                     help="compare with this earlier run folder (or result JSON) and fail the session (exit 1) "
-                         "on a significant regression beyond the study's gates: (default 5%% on headline metrics)")
+                         "on a significant regression beyond the study's gates: (default 5%% on output tok/s and "
+                         "J/token), a missing experiment or gated metric, an invalid result, or (gates."
+                         "on_inconclusive: fail, the default) a gated metric it cannot decide; needs run-level "
+                         "variance: measurement.repeats >= 2 on one side at least")
+    group.addoption("--llem-allow-invalid", dest="llem_allow_invalid", action="store_true",
+                    help="accept results whose validity verdict is 'invalid': benchmark tests pass on them and the "
+                         "gate compares them (with a warning) instead of failing")
     group.addoption("--llem-runner", dest="llem_runner", metavar="RUNNER",
                     help="where experiments run: inprocess, subprocess, venv:<python> or docker:<image> (overrides "
                          "LLEM_RUNNER_<BACKEND> and the study's runners:; default: subprocess on a host with "
@@ -138,7 +143,9 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     session = config.stash[SESSION_KEY]
     if session.study is None:
         return None
-    return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments) "
+    repeats = session.study.repeats
+    times = f" x {repeats} repeats (seed {session.study.repeat_seed})" if repeats > 1 else ""
+    return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments{times}) "
             f"-> {session.run_dir.path}"]
 
 
@@ -152,8 +159,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [pytest.param(None, id="no-study", marks=pytest.mark.skip(
             reason="no study given: run with --study <file>, e.g. --study studies/quickstart.yaml"))]
     else:
-        chosen = [e for e in session.experiments if backend is None or e.backend == backend]
-        params = [pytest.param(e, id=e.test_id, marks=[
+        chosen = [e for e in session.plan if backend is None or e.backend == backend]
+        params = [pytest.param(e, id=e.key, marks=[
             getattr(pytest.mark, e.backend),
             pytest.mark.llem(backend=e.backend, model=e.config.model, dtype=e.config.dtype)]) for e in chosen]
         if not params:
@@ -169,15 +176,18 @@ def _experiment_of(item: pytest.Item) -> Optional[Experiment]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group experiments that share load settings so the model loads once per group; on resume,
-    skip the experiments that already have a complete result."""
+    """Run experiments in the session's plan (harness/order.py): grouped by load settings so the model
+    loads once per group, repeat by repeat in a seeded shuffled order; on resume, skip the runs that
+    already have a complete result."""
+    session = config.stash[SESSION_KEY]
+    position = {e.key: i for i, e in enumerate(session.plan)}
     slots = [i for i, item in enumerate(items) if _experiment_of(item) is not None]
-    ordered = sorted((items[i] for i in slots), key=lambda it: load_key(_experiment_of(it).config))
+    ordered = sorted((items[i] for i in slots),
+                     key=lambda it: position.get(_experiment_of(it).key, len(position)))
     for slot, item in zip(slots, ordered):
         items[slot] = item
-    session = config.stash[SESSION_KEY]
     for item in ordered:
-        reason = session.already_done.get(_experiment_of(item).test_id)
+        reason = session.already_done.get(_experiment_of(item).key)
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
 
@@ -209,10 +219,11 @@ class ManifestReporter:
         match = _PARAM_ID.search(nodeid)
         if not match:
             return None
-        known, param = self.llem.test_ids, match.group(1)
+        known, param = self.llem.run_keys, match.group(1)
         if param in known:
             return param
-        return next((t for t in known if t in param), None)  # test ids of several parametrisations combined
+        # run keys of several parametrisations combined; the longest first (x-r1 is part of x-r10)
+        return next((t for t in sorted(known, key=len, reverse=True) if t in param), None)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
@@ -286,7 +297,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     write_reports(llem.run_dir)
     baseline = session.config.option.llem_baseline
     if baseline and not interrupted and llem.run_dir.read_results():
-        llem.comparison = gate_against_baseline(baseline, llem.run_dir, llem.study.gates)
+        llem.comparison = gate_against_baseline(baseline, llem.run_dir, llem.study.gates,
+                                                allow_invalid=session.config.option.llem_allow_invalid)
         if llem.comparison.failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -309,10 +321,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     comparison = getattr(llem, "comparison", None)
     if comparison is not None:
         terminalreporter.section("llem-bench baseline comparison")
-        for warning in comparison.warnings:
+        for warning in comparison.loud_warnings:
             terminalreporter.write_line(f"WARNING: {warning}", yellow=True)
-        for test_id, metric in comparison.regressions:
-            terminalreporter.write_line(f"REGRESSED: {test_id}: {metric}", red=True)
-        verdict = f"GATE: FAIL ({len(comparison.regressions)} regression(s))" if comparison.failed else "GATE: PASS"
-        terminalreporter.write_line(f"{verdict} -- {llem.run_dir.path / 'comparison.md'}",
+        for line in gated_summary(comparison):
+            terminalreporter.write_line(line)
+        for failure in comparison.failures:
+            terminalreporter.write_line(failure, red=True)
+        terminalreporter.write_line(f"{comparison.gate_line} -- {llem.run_dir.path / 'comparison.md'}",
                                     red=comparison.failed, green=not comparison.failed)

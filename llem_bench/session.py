@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 from llem_bench.config.study import Experiment, Study
 from llem_bench.energy.meter import make_energy_meter
+from llem_bench.harness.order import describe_plan, plan_runs
 from llem_bench.harness.pool import BackendPool
 from llem_bench.harness.runner import failed_result, log, run_experiment
 from llem_bench.hygiene import Hygiene
@@ -26,13 +27,15 @@ class LlemSession:
         self.study = study
         self.experiments = experiments
         self.test_ids = {e.test_id for e in experiments}
+        self.plan = plan_runs(experiments, study.repeats, study.repeat_seed) if study else []
+        self.run_keys = {e.key for e in self.plan}  # pytest param ids and result file names
         self.pool = BackendPool()
         self.workers: Optional[Workers] = None  # out-of-process runners, created at first use
         self.run_dir: Optional[RunDir] = None
         self.manifest: Optional[Manifest] = None
         self.runners: dict[str, RunnerSpec] = {}
         self.comparison = None
-        self.already_done: dict[str, str] = {}  # resume: test_id -> reason it is skipped
+        self.already_done: dict[str, str] = {}  # resume: run key -> reason it is skipped
         self.resume_problems: list[str] = []
         self.hygiene = Hygiene(self.option.llem_max_residual_mb, self.option.llem_residual, self.option.llem_settle_s)
         if study is None:
@@ -61,18 +64,22 @@ class LlemSession:
         self.resume_problems = problems
         for r in results:
             if r.status == "ok":
-                self.already_done[r.test_id] = f"already done in {self.run_dir.path} (--llem-resume)"
+                self.already_done[r.key] = f"already done in {self.run_dir.path} (--llem-resume)"
 
-    def open_manifest(self, test_ids: list[str]) -> None:
-        """Controller only: every selected experiment pending (or skipped: already done, on resume)."""
+    def open_manifest(self, run_keys: list[str]) -> None:
+        """Controller only: every selected run pending (or skipped: already done, on resume), and the
+        planned order (per repeat) with where a model loads."""
         self.manifest = Manifest.open(self.run_dir.path, self.study.study, self.run_dir.path.name)
-        self.manifest.register(test_ids, self.already_done)
+        selected = set(run_keys)
+        self.manifest.data["plan"] = describe_plan([e for e in self.plan if e.key in selected],
+                                                   self.study.repeat_seed)
+        self.manifest.register(run_keys, self.already_done)
 
     def run(self, experiment: Experiment, note: Optional[Callable[..., None]] = None) -> ExperimentResult:
         """Measure `experiment` and write its result; `note(**fields)` receives what the manifest
         records (runner, hygiene, result, reason), also from an xdist worker via the test report."""
         assert self.run_dir is not None
-        test_id = experiment.test_id
+        test_id = experiment.key  # the run: `<test_id>-r<k>` with repeats
         started = utc_now()
         run_id = self.run_dir.path.name
         runner = self.runners[experiment.backend]

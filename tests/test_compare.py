@@ -7,11 +7,10 @@ import pytest
 
 from llem_bench.config.study import GateSpec, parse_study
 from llem_bench.metrics import METRICS
-from llem_bench.stats import summarize, t95
+from llem_bench.stats import minimum_detectable, repeats_needed, summarize, t95, welch
 from llem_bench.results.compare import (
-    DEFAULT_GATED,
-    betainc, compare_metric, compare_runs, gates_from, load_side, render_comparison_markdown, student_t_cdf,
-    t_two_sided_p,
+    CROSS_MACHINE_FLOOR_CV, DEFAULT_GATED, NO_VARIANCE, compare_metric, compare_runs, gates_from, load_side,
+    policy_from, render_comparison_markdown,
 )
 from llem_bench.results.schema import ExperimentResult, MetricSummary
 from llem_bench.results.store import RunDir
@@ -28,7 +27,8 @@ def env(torch="2.5.1", gpus=("NVIDIA H100 80GB HBM3",), driver="550.54.15", **pa
 
 
 def make_result(test_id="pytorch-tiny-fp32-batch_size_8-abc123", values=None, *, status="ok", environment=None,
-                config=None, unavailable=None, fingerprint="f00d") -> ExperimentResult:
+                config=None, unavailable=None, fingerprint="f00d", repeat=None, repeats=1, validity=None,
+                peak_memory_method=None) -> ExperimentResult:
     """A result whose metrics are summaries of the given per-cycle values (None = unavailable)."""
     values = values if values is not None else {"output_tokens_per_s": [1000, 1010, 990, 1005, 995]}
     metrics = {m: (MetricSummary(**summarize(v)) if v is not None else None) for m, v in values.items()}
@@ -38,60 +38,73 @@ def make_result(test_id="pytorch-tiny-fp32-batch_size_8-abc123", values=None, *,
         config=config if config is not None else {"study": "s", "dtype": "float32", "pytorch": {"batch_size": 8}},
         workload={"fingerprint": fingerprint}, metrics=metrics if status == "ok" else {},
         unavailable=unavailable or {}, environment=environment if environment is not None else env(),
-        started_at="2026-01-01T00:00:00+00:00")
+        repeat=repeat, repeats=repeats, validity=validity or {"verdict": "valid", "reasons": []},
+        peak_memory_method=peak_memory_method, started_at=f"2026-01-01T00:00:{repeat or 0:02d}+00:00")
 
 
 def scaled(values, factor):
     return [v * factor for v in values]
 
 
-# --- the t distribution --------------------------------------------------------------------------
-
-@pytest.mark.parametrize("t, df, p", [
-    (2.0, 10, 0.0734), (3.0, 5, 0.0300), (12.706, 1, 0.05), (2.228, 10, 0.05), (1.96, 1e6, 0.05),
-    (2.042, 30, 0.05), (0.0, 7, 1.0), (-2.0, 10, 0.0734),
-])
-def test_two_sided_p_values_match_tables(t, df, p):
-    assert t_two_sided_p(t, df) == pytest.approx(p, abs=2e-4)
-
-
-def test_t_quantiles_of_stats_module_give_p_0_05():
-    for df in range(1, 31):
-        assert t_two_sided_p(t95(df), df) == pytest.approx(0.05, abs=5e-4)
+def repeated(test_id="pytorch-tiny-fp32-batch_size_8-abc123", means=None, **kw):
+    """One result per repeat; `means` maps metric -> per-repeat means (None = unavailable). Each repeat's
+    cycles sit tightly (±0.1%) around its mean, as cycles of one run do."""
+    means = means if means is not None else {"output_tokens_per_s": [1000, 1010, 990]}
+    n = len(next(v for v in means.values() if v is not None))
+    return [make_result(test_id, {m: (None if v is None else [v[k] * 0.999, v[k], v[k] * 1.001])
+                                  for m, v in means.items()},
+                        repeat=k + 1 if n > 1 else None, repeats=n, **kw) for k in range(n)]
 
 
-def test_cdf_is_symmetric_and_monotone():
-    assert student_t_cdf(0.0, 3) == pytest.approx(0.5)
-    assert student_t_cdf(1.5, 4) + student_t_cdf(-1.5, 4) == pytest.approx(1.0)
-    assert student_t_cdf(-1, 4) < student_t_cdf(0.5, 4) < student_t_cdf(3, 4)
-    assert t_two_sided_p(math.inf, 3) == 0.0
+def side(*groups):
+    """test_id -> runs, from lists of results (repeated) or single results."""
+    out = {}
+    for g in groups:
+        for r in (g if isinstance(g, list) else [g]):
+            out.setdefault(r.test_id, []).append(r)
+    return out
 
 
-def test_regularized_incomplete_beta_closed_forms():
-    for x in (0.1, 0.37, 0.9):
-        assert betainc(1, 1, x) == pytest.approx(x)
-        assert betainc(3, 1, x) == pytest.approx(x ** 3)
-        assert betainc(1, 2.5, x) == pytest.approx(1 - (1 - x) ** 2.5)
-    assert betainc(4.5, 4.5, 0.5) == pytest.approx(0.5)
-    assert betainc(2, 3, 0) == 0.0 and betainc(2, 3, 1) == 1.0
+# --- statistics on scipy -------------------------------------------------------------------------
+
+def test_t_quantiles_are_scipy_values():
+    assert t95(1) == pytest.approx(12.706, abs=1e-3) and t95(30) == pytest.approx(2.042, abs=1e-3)
+    # no jump to 1.96 after df 30 (the old table's 4% too narrow CI)
+    assert t95(31) == pytest.approx(2.040, abs=1e-3) and t95(60) == pytest.approx(2.000, abs=1e-3)
+    assert t95(2.5) < t95(2) and t95(1e6) == pytest.approx(1.960, abs=1e-3)
 
 
-# --- one metric ----------------------------------------------------------------------------------
-
-def test_welch_statistics_by_hand():
+def test_welch_matches_scipy_and_hand_numbers():
     # equal variances and sizes: se = 1, t = 2, Welch df = 8
-    c = compare_metric([1, 2, 3, 4, 5], [3, 4, 5, 6, 7], higher_is_better=True, threshold=0.05)
-    assert c.base_mean == 3 and c.cand_mean == 5 and c.delta_pct == pytest.approx(200 / 3)
-    assert c.df == pytest.approx(8)
-    assert c.p_value == pytest.approx(t_two_sided_p(2.0, 8))
-    assert c.ci95 == pytest.approx((2 - 2.306, 2 + 2.306))
-    assert c.verdict == "inconclusive"  # p = 0.08
-
-
-def test_welch_df_with_unequal_variances():
-    c = compare_metric([10, 11, 12], [10, 20, 30, 40], higher_is_better=True, threshold=0.05)
+    d = welch([1, 2, 3, 4, 5], [3, 4, 5, 6, 7])
+    assert d.diff == 2 and d.se == pytest.approx(1) and d.df == pytest.approx(8)
+    assert d.p_value == pytest.approx(0.0805, abs=1e-4)
+    assert d.ci95 == pytest.approx((2 - 2.306, 2 + 2.306), abs=1e-3)
     va, vb = 1 / 3, (500 / 3) / 4
-    assert c.df == pytest.approx((va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3))
+    assert welch([10, 11, 12], [10, 20, 30, 40]).df == pytest.approx((va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3))
+
+
+def test_std_is_none_for_one_value():
+    one = summarize([5.0])
+    assert one["std"] is None and one["cv"] is None and one["ci95_low"] is None
+    assert MetricSummary(**one).std is None
+
+
+def test_minimum_detectable_change_and_repeats_needed():
+    # two-sample, n per side, SD 1: MDC = (t_.975 + t_.8)(df = 2n-2) * sqrt(2/n)
+    assert minimum_detectable(1.0, 1e6) == pytest.approx(1.960 + 0.8416, abs=1e-3)
+    n = repeats_needed(1.0, 1.0)   # textbook: about 17 per side for d = 1 with the t correction
+    assert n == 17
+    assert repeats_needed(1.0, 0.0) is None and repeats_needed(0.0, 1.0) == 2
+    assert repeats_needed(1.0, 0.01) is None  # more than 1000
+
+
+# --- one metric: per-repeat means ------------------------------------------------------------------
+
+def test_one_run_per_side_is_never_decided():
+    for base, cand in (([100], [50]), ([100], [100]), ([100], [200])):
+        c = compare_metric(base, cand, higher_is_better=True, threshold=0.05)
+        assert c.verdict == "inconclusive" and c.reason == NO_VARIANCE and c.p_value is None
 
 
 def test_clear_changes_in_both_directions():
@@ -102,57 +115,41 @@ def test_clear_changes_in_both_directions():
     assert compare_metric(base, scaled(base, 0.90), False, 0.05).verdict == "improved"
 
 
-def test_one_lucky_cycle_does_not_pass():
-    base = [100, 101, 99]
-    lucky = compare_metric(base, [100, 99, 140], higher_is_better=True, threshold=0.05)
-    assert lucky.delta_pct > 10
-    assert lucky.p_value > 0.05 and lucky.verdict == "inconclusive"
+def test_beyond_threshold_but_not_significant_is_inconclusive():
+    # the audit's case: -8% with 3 values per side, p = 0.053, used to PASS
+    c = compare_metric([100, 101, 99], [95, 88, 93], True, 0.05)
+    assert c.delta_pct == pytest.approx(-8) and c.p_value == pytest.approx(0.0527, abs=1e-3)
+    assert c.verdict == "inconclusive" and "not significant" in c.reason and "repeats per side" in c.reason
 
 
-def test_one_unlucky_cycle_does_not_fail():
-    c = compare_metric([100, 101, 99], [100, 99, 60], higher_is_better=True, threshold=0.05)
-    assert c.delta_pct < -10 and c.verdict == "inconclusive"
+def test_within_threshold_but_wide_ci_is_inconclusive():
+    c = compare_metric([100, 110, 90], [99, 109, 89], True, 0.05)
+    assert abs(c.delta_pct) < 5 and c.verdict == "inconclusive" and "95% CI allows" in c.reason
+    assert c.mdc_pct > 20 and c.repeats_for_threshold > 3
 
 
-@pytest.mark.parametrize("n, cv, max_rate", [
-    (3, 0.01, 0.0), (5, 0.02, 0.0), (10, 0.02, 0.0), (3, 0.02, 0.005),
-    # noise as large as the threshold: only the test's own alpha/2 = 2.5% per side is left
-    (3, 0.05, 0.03), (5, 0.05, 0.03),
-])
-def test_noise_does_not_fail(n, cv, max_rate):
-    rng = random.Random(1234)
-    trials = 1000
-    verdicts = [compare_metric([rng.gauss(100, 100 * cv) for _ in range(n)],
-                               [rng.gauss(100, 100 * cv) for _ in range(n)], True, 0.05).verdict
-                for _ in range(trials)]
-    assert verdicts.count("regressed") <= max_rate * trials
-    assert verdicts.count("improved") <= max_rate * trials
-
-
-def test_a_real_regression_is_caught():
-    rng = random.Random(99)
-    verdicts = [compare_metric([rng.gauss(100, 2) for _ in range(5)], [rng.gauss(88, 2) for _ in range(5)],
-                               True, 0.05).verdict for _ in range(500)]
-    assert verdicts.count("regressed") >= 0.9 * len(verdicts) and "improved" not in verdicts
-
-
-def test_quiet_equal_runs_are_unchanged():
-    rng = random.Random(7)
-    base = [rng.gauss(100, 1) for _ in range(10)]
-    cand = [rng.gauss(100, 1) for _ in range(10)]
-    c = compare_metric(base, cand, True, 0.05)
-    assert c.verdict == "unchanged" and -5 < c.ci95_pct[0] < c.ci95_pct[1] < 5
-
-
-def test_significant_but_below_threshold_is_not_a_regression():
+def test_significant_but_below_threshold_is_unchanged():
     c = compare_metric([1000, 1001, 999, 1000], [990, 991, 989, 990], higher_is_better=True, threshold=0.05)
     assert c.p_value < 1e-4 and c.verdict == "unchanged"
 
 
-def test_too_few_cycles_are_inconclusive():
-    for base, cand in (([100], [50]), ([100, 101], [50]), ([], [1, 2])):
-        c = compare_metric(base, cand, higher_is_better=True, threshold=0.05)
-        assert c.verdict == "inconclusive" and c.p_value is None and "at least 2 cycles" in c.reason
+def test_one_candidate_run_against_the_baseline_noise_floor():
+    base = [1000, 1010, 990, 1005, 995]   # SD 7.9
+    c = compare_metric(base, [900], True, 0.05)
+    assert c.verdict == "regressed" and "prediction interval" in c.method and c.df == 4
+    sd = summarize(base)["std"]
+    assert c.ci95[1] - c.ci95[0] == pytest.approx(2 * t95(4) * sd * math.sqrt(1 + 1 / 5))
+    assert compare_metric(base, [1003], True, 0.05).verdict == "unchanged"
+    # a run with repeats against a single baseline run: the candidate's SD is the floor
+    assert "candidate's between-repeat SD" in compare_metric([1000], base, True, 0.05).method
+
+
+def test_cross_machine_floor_widens_the_test():
+    base, cand = [1000, 1001, 999], [950, 951, 949]   # -5.0% with tiny noise: regressed on one machine...
+    assert compare_metric(base, cand, True, 0.03).verdict == "regressed"
+    floored = compare_metric(base, cand, True, 0.03, floor_cv=CROSS_MACHINE_FLOOR_CV)
+    assert floored.verdict == "inconclusive" and "floored at 5%" in floored.method   # ...not across machines
+    assert compare_metric(base, scaled(cand, 0.8), True, 0.03, floor_cv=0.05).verdict == "regressed"
 
 
 def test_zero_variance():
@@ -161,22 +158,50 @@ def test_zero_variance():
     assert same.p_value == 0.0 and same.verdict == "regressed"
 
 
+@pytest.mark.parametrize("n, cv", [(2, 0.02), (3, 0.02), (3, 0.05), (5, 0.05)])
+def test_run_level_noise_does_not_regress(n, cv):
+    """A/A on synthetic runs whose per-repeat means scatter with run-to-run CV `cv`: a false REGRESSED
+    needs |change| > 5% AND p < 0.05, so it is rarer than alpha / 2."""
+    rng = random.Random(1234)
+    verdicts = [compare_metric([rng.gauss(100, 100 * cv) for _ in range(n)],
+                               [rng.gauss(100, 100 * cv) for _ in range(n)], True, 0.05).verdict for _ in range(1000)]
+    assert verdicts.count("regressed") <= 25
+
+
+def test_a_real_regression_is_caught_with_enough_repeats():
+    rng = random.Random(99)
+    verdicts = [compare_metric([rng.gauss(100, 2) for _ in range(5)], [rng.gauss(88, 2) for _ in range(5)],
+                               True, 0.05).verdict for _ in range(500)]
+    assert verdicts.count("regressed") >= 0.9 * len(verdicts) and "improved" not in verdicts
+
+
 # --- gates ---------------------------------------------------------------------------------------
 
-def test_default_gates_cover_the_headline_metrics():
+def test_default_gates_count_each_change_once():
     assert gates_from(None) == {m: 0.05 for m in DEFAULT_GATED}
     assert gates_from({}, default_pct=2) == {m: 0.02 for m in DEFAULT_GATED}
-    assert "energy_per_output_token_j" in DEFAULT_GATED and "output_tokens_per_s" in DEFAULT_GATED
+    assert set(DEFAULT_GATED) == {"energy_per_output_token_j", "output_tokens_per_s"}  # not req/s, not J/request
 
 
 def test_gates_from_a_study():
     study, _ = parse_study({"study": "s", "gates": {
+        "on_inconclusive": "warn",
         "energy_per_output_token_j": {"max_increase": "3%"},
         "output_tokens_per_s": {"max_decrease": "10%", "max_increase": "50%"},
         "avg_power_w": {},
     }})
     assert gates_from(study.gates, default_pct=7) == {
         "energy_per_output_token_j": 0.03, "output_tokens_per_s": 0.10, "avg_power_w": 0.07}
+    assert policy_from(study.gates) == "warn" and policy_from({}) == "fail"
+
+
+def test_bad_gates_are_refused_when_the_study_loads():
+    from llem_bench.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="on_inconclusive: expected fail or warn"):
+        parse_study({"study": "s", "gates": {"on_inconclusive": "maybe"}})
+    with pytest.raises(ConfigError, match="Did you mean 'energy_per_output_token_j'"):
+        parse_study({"study": "s", "gates": {"energy_per_token_j": {"max_increase": "5%"}}})
 
 
 def test_gate_in_the_good_direction_is_refused():
@@ -185,138 +210,180 @@ def test_gate_in_the_good_direction_is_refused():
         gates_from(study.gates)
 
 
-def test_gate_on_unknown_metric_is_refused():
-    study, _ = parse_study({"study": "s", "gates": {"energy_per_token_j": {"max_increase": "5%"}}})
-    with pytest.raises(ValueError, match="Did you mean 'energy_per_output_token_j'"):
-        gates_from(study.gates)
-
-
 # --- runs ----------------------------------------------------------------------------------------
 
-BASE = {"output_tokens_per_s": [1000, 1010, 990, 1005, 995], "energy_per_output_token_j": [0.50, 0.51, 0.49, 0.50, 0.50]}
-
-
-def side(*results):
-    return {r.test_id: r for r in results}
+BASE = {"output_tokens_per_s": [1000, 1010, 990], "energy_per_output_token_j": [0.50, 0.505, 0.495]}
+TID = "pytorch-tiny-fp32-batch_size_8-abc123"
 
 
 def test_regression_of_a_gated_metric_fails():
-    base = side(make_result(values=BASE))
-    cand = side(make_result(values={**BASE, "energy_per_output_token_j": scaled(BASE["energy_per_output_token_j"], 1.2)}))
-    cmp = compare_runs(base, cand)
-    assert cmp.failed and cmp.regressions == [("pytorch-tiny-fp32-batch_size_8-abc123", "energy_per_output_token_j")]
+    cand = {**BASE, "energy_per_output_token_j": scaled(BASE["energy_per_output_token_j"], 1.2)}
+    cmp = compare_runs(side(repeated(means=BASE)), side(repeated(means=cand)))
+    assert cmp.failed and cmp.regressions == [(TID, "energy_per_output_token_j")]
     assert cmp.experiments[0].metrics["output_tokens_per_s"].verdict == "unchanged"
     text = render_comparison_markdown(cmp)
-    assert text.rstrip().splitlines()[-1] == "GATE: FAIL (1 regression)"
-    assert "REGRESSED" in text
+    assert text.rstrip().splitlines()[-1] == "GATE: FAIL (1 regressed)"
+    assert "REGRESSED" in text and "Welch over per-repeat means (3 vs 3 repeats)" in text
 
 
 def test_regression_of_an_ungated_metric_is_reported_but_passes():
-    base = side(make_result(values=BASE))
-    cand = side(make_result(values={**BASE, "output_tokens_per_s": scaled(BASE["output_tokens_per_s"], 0.8)}))
-    cmp = compare_runs(base, cand, gates_from({"energy_per_output_token_j": {"max_increase": "5%"}}))
+    cand = {**BASE, "output_tokens_per_s": scaled(BASE["output_tokens_per_s"], 0.8)}
+    cmp = compare_runs(side(repeated(means=BASE)), side(repeated(means=cand)),
+                       gates_from({"energy_per_output_token_j": {"max_increase": "5%"}}))
     assert cmp.experiments[0].metrics["output_tokens_per_s"].verdict == "regressed"
-    assert not cmp.failed
-    assert render_comparison_markdown(cmp).rstrip().endswith("GATE: PASS")
+    assert not cmp.failed and render_comparison_markdown(cmp).rstrip().endswith("GATE: PASS")
 
 
-def test_identical_runs_pass():
-    base = side(make_result(values=BASE))
-    cmp = compare_runs(base, side(make_result(values=BASE)))
+def test_identical_runs_with_repeats_pass():
+    cmp = compare_runs(side(repeated(means=BASE)), side(repeated(means=BASE)))
     assert not cmp.failed and not cmp.warnings
     assert {c.verdict for c in cmp.experiments[0].metrics.values()} == {"unchanged"}
 
 
+def test_single_runs_are_inconclusive_and_fail_unless_warn():
+    """Cycles alone never decide: identical single runs (tight cycles) cannot pass or regress."""
+    base, cand = side(make_result(values=BASE)), side(make_result(values=scaled_all(BASE, 0.7)))
+    cmp = compare_runs(base, cand)
+    assert not cmp.regressions and cmp.failed
+    assert all(NO_VARIANCE in f for f in cmp.failures) and len(cmp.failures) == 2
+    assert cmp.gate_line == "GATE: FAIL (2 inconclusive)"
+    warn = compare_runs(base, cand, on_inconclusive="warn")
+    assert not warn.failed and "inconclusive" in warn.gate_line
+    assert any(w.startswith("INCONCLUSIVE (on_inconclusive: warn)") for w in warn.loud_warnings)
+    assert "> **WARNING** INCONCLUSIVE (on_inconclusive: warn)" in render_comparison_markdown(warn)
+
+
+def scaled_all(values, factor):
+    return {m: scaled(v, factor) for m, v in values.items()}
+
+
+def test_one_candidate_run_uses_the_baseline_noise_floor():
+    base = side(repeated(means={"output_tokens_per_s": [1000, 1010, 990, 1005, 995]}))
+    slow = compare_runs(base, side(make_result(values={"output_tokens_per_s": [800, 801, 799]})))
+    assert slow.regressions == [(TID, "output_tokens_per_s")]
+    c = slow.experiments[0].metrics["output_tokens_per_s"]
+    assert c.n_base == 5 and c.n_cand == 1 and "prediction interval" in c.method
+
+
+def test_missing_experiment_and_lost_gated_metric_fail():
+    base = side(repeated(means=BASE), repeated("pytorch-tiny-fp32-other-fff999", means=BASE))
+    cand_means = {**BASE, "energy_per_output_token_j": None}
+    cmp = compare_runs(base, side(repeated(means=cand_means, unavailable={"energy_per_output_token_j": "NVML gone"})))
+    assert cmp.failed
+    assert "MISSING: pytorch-tiny-fp32-other-fff999: in the baseline, not in the candidate" in cmp.failures
+    assert f"GATED METRIC LOST: {TID}: energy_per_output_token_j" in cmp.failures
+    assert any("GATED METRIC LOST" in w and "NVML gone" in w for w in cmp.warnings)
+
+
+def test_invalid_results_are_not_compared_unless_allowed():
+    bad = {"verdict": "invalid", "reasons": ["output_tokens_per_s CV 30% > 25%"]}
+    cand = repeated(means=BASE)
+    cand[1] = cand[1].model_copy(update={"validity": bad})
+    cmp = compare_runs(side(repeated(means=BASE)), side(cand))
+    assert cmp.failed and not cmp.experiments[0].metrics
+    assert any(f.startswith(f"INVALID: {TID}: candidate {TID}-r2 is invalid (output_tokens_per_s CV") for f in cmp.failures)
+    allowed = compare_runs(side(repeated(means=BASE)), side(cand), allow_invalid=True)
+    assert not allowed.failed and allowed.experiments[0].metrics["output_tokens_per_s"].verdict == "unchanged"
+    assert any("INVALID RESULTS COMPARED" in w for w in allowed.warnings)
+
+
+def test_failed_candidate_repeat_fails_the_gate():
+    cand = repeated(means=BASE)
+    cand[2] = make_result(status="failed", repeat=3, repeats=3)
+    cmp = compare_runs(side(repeated(means=BASE)), side(cand))
+    assert cmp.failed and (TID, "status") in cmp.regressions
+    assert cmp.experiments[0].n_cand == 2   # the two runs that worked are still compared
+    assert "candidate failed: " + f"{TID}-r3: boom" in render_comparison_markdown(cmp)
+
+
+def test_cpu_process_peak_memory_is_not_compared():
+    means = {**BASE, "peak_memory_mb": [500, 501, 499]}
+    method = "process peak RSS since start (CPU run)"
+    cmp = compare_runs(side(repeated(means=means, peak_memory_method=method)),
+                       side(repeated(means={**means, "peak_memory_mb": [900, 901, 899]}, peak_memory_method=method)),
+                       gates_from({"peak_memory_mb": {"max_increase": "10%"}}))
+    exp = cmp.experiments[0]
+    assert "peak_memory_mb" not in exp.metrics and "not a window measurement" in exp.skipped["peak_memory_mb"]
+    gpu = "torch.cuda.max_memory_allocated over the window, summed over the GPUs in use"
+    cmp = compare_runs(side(repeated(means=means, peak_memory_method=gpu)),
+                       side(repeated(means={**means, "peak_memory_mb": [900, 901, 899]}, peak_memory_method=gpu)),
+                       gates_from({"peak_memory_mb": {"max_increase": "10%"}}))
+    assert cmp.regressions == [(TID, "peak_memory_mb")]
+
+
+def test_another_gpu_or_host_is_a_loud_warning_and_widens_the_floor():
+    other = env()
+    other["nvml"] = {**other["nvml"], "gpus": [{"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-other"}]}
+    other["host"] = "node-7"
+    cand = repeated(means=scaled_all(BASE, 1.0), environment=other)
+    cmp = compare_runs(side(repeated(means=BASE)), side(cand))
+    warning = next(w for w in cmp.warnings if w.startswith("OTHER MACHINE"))
+    assert "GPU-0 vs GPU-other" in warning and "node-7" in warning and "floored at 5%" in warning
+    assert all(c.floor_cv == 0.05 for c in cmp.experiments[0].metrics.values())
+
+
+def test_repeats_setting_is_not_a_config_difference():
+    b = repeated(means=BASE, config={"study": "s", "measurement": {"repeats": 3}})
+    c = [make_result(values=BASE, config={"study": "s", "measurement": {"repeats": 1}})]
+    assert not any("CONFIG DIFFERS" in w for w in compare_runs(side(b), side(c)).warnings)
+
+
 def test_matching_by_test_id_then_config_hash_and_unmatched_lists():
-    base = side(make_result("pytorch-tiny-fp32-aaa111", BASE), make_result("pytorch-tiny-fp32-batch_size_8-bbb222", BASE),
-                make_result("pytorch-tiny-fp32-ccc333", BASE))
-    cand = side(make_result("pytorch-tiny-fp32-aaa111", BASE), make_result("pytorch-tiny-fp32-batch_8-bbb222", BASE),
-                make_result("pytorch-tiny-fp32-ddd444", BASE))
+    base = side(repeated("pytorch-tiny-fp32-aaa111", BASE), repeated("pytorch-tiny-fp32-batch_size_8-bbb222", BASE),
+                repeated("pytorch-tiny-fp32-ccc333", BASE))
+    cand = side(repeated("pytorch-tiny-fp32-aaa111", BASE), repeated("pytorch-tiny-fp32-batch_8-bbb222", BASE),
+                repeated("pytorch-tiny-fp32-ddd444", BASE))
     cmp = compare_runs(base, cand)
     assert [(e.test_id, e.base_test_id, e.matched_by) for e in cmp.experiments] == [
         ("pytorch-tiny-fp32-aaa111", "pytorch-tiny-fp32-aaa111", "test_id"),
         ("pytorch-tiny-fp32-batch_8-bbb222", "pytorch-tiny-fp32-batch_size_8-bbb222", "config_hash")]
     assert cmp.only_base == ["pytorch-tiny-fp32-ccc333"] and cmp.only_cand == ["pytorch-tiny-fp32-ddd444"]
-    assert any("missing from the candidate: pytorch-tiny-fp32-ccc333" in w for w in cmp.warnings)
     assert any("without a baseline: pytorch-tiny-fp32-ddd444" in w for w in cmp.warnings)
     assert "(baseline pytorch-tiny-fp32-batch_size_8-bbb222)" in render_comparison_markdown(cmp)
 
 
 def test_environment_mismatches_are_loud():
-    base = side(make_result(values=BASE, environment=env()))
-    cand = side(make_result(values=BASE, environment=env(torch="2.6.0", gpus=("NVIDIA A100-SXM4-80GB",),
-                                                         driver="560.1", vllm="0.10.1")))
+    base = side(repeated(means=BASE, environment=env()))
+    cand = side(repeated(means=BASE, environment=env(torch="2.6.0", gpus=("NVIDIA A100-SXM4-80GB",),
+                                                      driver="560.1", vllm="0.10.1")))
     cmp = compare_runs(base, cand)
     joined = "\n".join(cmp.warnings)
     assert "ENVIRONMENT MISMATCH: torch: baseline 2.5.1 vs candidate 2.6.0" in joined
     assert "GPUs: baseline NVIDIA H100 80GB HBM3 vs candidate NVIDIA A100-SXM4-80GB" in joined
-    assert "GPU driver: baseline 550.54.15 vs candidate 560.1" in joined
     assert "vllm: baseline none vs candidate 0.10.1" in joined
     text = render_comparison_markdown(cmp)
     assert text.index("ENVIRONMENT MISMATCH") < text.index("| metric |")
 
 
-def test_environment_warnings_are_not_repeated_per_experiment():
-    base = side(*(make_result(f"pytorch-x-{i}", BASE) for i in range(3)))
-    cand = side(*(make_result(f"pytorch-x-{i}", BASE, environment=env(torch="2.6.0")) for i in range(3)))
-    assert sum("torch" in w for w in compare_runs(base, cand).warnings) == 1
-
-
 def test_config_and_workload_differences_are_warned():
-    base = side(make_result(values=BASE))
-    cand = side(make_result(values=BASE, fingerprint="beef",
-                            config={"study": "other", "dtype": "float32", "pytorch": {"batch_size": 16}}))
+    base = side(repeated(means=BASE))
+    cand = side(repeated(means=BASE, fingerprint="beef",
+                         config={"study": "other", "dtype": "float32", "pytorch": {"batch_size": 16}}))
     joined = "\n".join(compare_runs(base, cand).warnings)
     assert "CONFIG DIFFERS" in joined and "pytorch.batch_size: 8 -> 16" in joined and "study" not in joined
     assert "WORKLOAD DIFFERS" in joined
 
 
 def test_null_metrics_are_skipped_with_a_reason():
-    values = {**BASE, "energy_per_output_token_j": None}
-    base = side(make_result(values=values, unavailable={"energy_per_output_token_j": CPU_REASON}))
-    cand = side(make_result(values=values, unavailable={"energy_per_output_token_j": CPU_REASON}))
-    cmp = compare_runs(base, cand)
+    means = {**BASE, "energy_per_output_token_j": None}
+    unavailable = {"energy_per_output_token_j": CPU_REASON}
+    cmp = compare_runs(side(repeated(means=means, unavailable=unavailable)),
+                       side(repeated(means=means, unavailable=unavailable)))
     exp = cmp.experiments[0]
-    assert "energy_per_output_token_j" not in exp.metrics
     assert exp.skipped["energy_per_output_token_j"] == f"null in the baseline: {CPU_REASON}"
-    assert exp.skipped["avg_power_w"] == "null in the baseline: not measured"
     assert not cmp.failed and not cmp.warnings
-    assert f"not compared: null in the baseline: {CPU_REASON}" in render_comparison_markdown(cmp)
 
 
-def test_gated_metric_lost_in_the_candidate_is_warned():
-    base = side(make_result(values=BASE))
-    cand = side(make_result(values={**BASE, "energy_per_output_token_j": None},
-                            unavailable={"energy_per_output_token_j": "NVML unavailable"}))
-    cmp = compare_runs(base, cand)
-    assert cmp.experiments[0].skipped["energy_per_output_token_j"] == "null in the candidate: NVML unavailable"
-    assert any("GATED METRIC LOST" in w and "NVML unavailable" in w for w in cmp.warnings)
-
-
-def test_failed_candidate_fails_the_gate():
-    base = side(make_result(values=BASE))
-    cmp = compare_runs(base, side(make_result(status="failed")))
-    assert cmp.failed and cmp.regressions == [("pytorch-tiny-fp32-batch_size_8-abc123", "status")]
-    text = render_comparison_markdown(cmp)
-    assert "candidate failed: boom" in text and text.rstrip().endswith("GATE: FAIL (1 regression)")
-
-
-def test_nothing_matched_is_warned():
-    cmp = compare_runs(side(make_result("pytorch-a-111111")), side(make_result("pytorch-b-222222")))
-    assert not cmp.experiments and any("NO EXPERIMENTS MATCHED" in w for w in cmp.warnings)
-
-
-def test_report_layout():
-    base = side(make_result(values=BASE))
-    cand = side(make_result(values={**BASE, "output_tokens_per_s": [1000, 1000, 1300]}))
-    text = render_comparison_markdown(compare_runs(base, cand, gates_from({"output_tokens_per_s": {"max_decrease": "5%"}})))
-    lines = text.splitlines()
-    assert lines[0].startswith("# Comparison")
-    assert "| metric | unit | baseline | candidate | delta % | 95% CI of difference | p | verdict |" in lines
+def test_report_layout_prints_detectable_change_and_repeats_needed():
+    cand = {**BASE, "output_tokens_per_s": [1000, 1000, 1300]}
+    cmp = compare_runs(side(repeated(means=BASE)), side(repeated(means=cand)),
+                       gates_from({"output_tokens_per_s": {"max_decrease": "5%"}}))
+    lines = render_comparison_markdown(cmp).splitlines()
+    assert "| metric | unit | baseline | candidate | repeats (base / cand) | delta % | 95% CI of difference | p | " \
+           "detectable change | repeats for threshold | verdict |" in lines
     row = next(line for line in lines if line.startswith("| output_tokens_per_s"))
-    assert "(±5%)*" in row and "+10.0%" in row and row.endswith("| inconclusive |")
-    assert "inconclusive: the 95% CI reaches past ±5%" in text
-    assert lines[-1] == "GATE: PASS"
+    assert "(±5%)*" in row and "| 3 / 3 |" in row and "+10.0%" in row and row.endswith("| INCONCLUSIVE |")
+    assert lines[-1] == "GATE: FAIL (1 inconclusive)"
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -325,8 +392,13 @@ def test_load_side_from_run_folder_results_folder_and_file(tmp_path):
     run = RunDir(tmp_path / "s" / "r1")
     run.write_result(make_result("pytorch-a-111111"))
     path = run.write_result(make_result("pytorch-b-222222"))
-    assert sorted(load_side(run.path)) == ["pytorch-a-111111", "pytorch-b-222222"]
-    assert sorted(load_side(run.results_dir)) == ["pytorch-a-111111", "pytorch-b-222222"]
+    run.write_result(make_result("pytorch-c-333333", repeat=1, repeats=2))
+    run.write_result(make_result("pytorch-c-333333", repeat=2, repeats=2))
+    ids = ["pytorch-a-111111", "pytorch-b-222222", "pytorch-c-333333"]
+    assert sorted(load_side(run.path)) == ids and sorted(load_side(run.results_dir)) == ids
+    assert [r.repeat for r in load_side(run.path)["pytorch-c-333333"]] == [1, 2]
+    assert sorted(p.name for p in run.results_dir.glob("pytorch-c*")) == ["pytorch-c-333333-r1.json",
+                                                                           "pytorch-c-333333-r2.json"]
     assert list(load_side(path)) == ["pytorch-b-222222"]
 
 
@@ -358,23 +430,12 @@ def real_run(quickstart_run):
 
 
 def test_real_quickstart_run_against_itself(real_run):
+    """One run per side: nothing can be decided from cycles, so every gated metric is inconclusive."""
     results = load_side(real_run)
     cmp = compare_runs(results, load_side(real_run / "results"))
-    assert len(cmp.experiments) == len(results) and not cmp.warnings and not cmp.failed
+    assert len(cmp.experiments) == len(results) and not cmp.warnings
     for exp in cmp.experiments:
         assert "energy_per_output_token_j" in exp.skipped   # CPU run: no energy
-        assert all(c.verdict in ("unchanged", "inconclusive") for c in exp.metrics.values())
-    assert render_comparison_markdown(cmp).rstrip().endswith("GATE: PASS")
-
-
-def test_real_quickstart_run_with_doubled_peak_memory_fails_when_memory_is_gated(real_run):
-    base = load_side(real_run)
-    cand = {}
-    for test_id, r in base.items():
-        summary = r.metrics["peak_memory_mb"]
-        worse = [v * 2 for v in summary.values]
-        cand[test_id] = r.model_copy(update={"metrics": {**r.metrics, "peak_memory_mb": MetricSummary(**summarize(worse))}})
-    assert not compare_runs(base, cand).failed  # memory is reported, not gated, by default
-    cmp = compare_runs(base, cand, gates_from({"peak_memory_mb": GateSpec(max_increase="10%")}))
-    assert cmp.failed
-    assert {m for _, m in cmp.regressions} == {"peak_memory_mb"}
+        assert "peak_memory_mb" in exp.skipped              # CPU run: process peak RSS, not a window
+        assert {c.verdict for c in exp.metrics.values()} == {"inconclusive"}
+    assert not cmp.regressions and cmp.failed and "inconclusive" in cmp.gate_line

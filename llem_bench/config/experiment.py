@@ -76,8 +76,18 @@ class WarmupConfig(StrictModel):
         return self
 
 
+# Run-level settings: the same for every experiment of a study, and not part of an experiment's
+# identity (test id, config hash), so a baseline with repeats matches a candidate without.
+RUN_LEVEL_MEASUREMENT = ("repeats", "repeat_seed")
+
+
 class MeasurementConfig(StrictModel):
     cycles: int = knob(3, "Measured cycles; statistics (mean, std, 95% CI) are over these.", ge=1)
+    repeats: int = knob(
+        1, "Run the whole study this many times (run-level repeats, each in a freshly shuffled order and "
+        "re-warmed); the gate needs >= 2 to measure run-to-run noise. Study level only.", ge=1,
+    )
+    repeat_seed: int = knob(0, "Seed of the per-repeat shuffled experiment order. Study level only.")
     warmup: WarmupConfig = knob(WarmupConfig(), "Full-shape warmup before the measured cycles.")
     min_window_s: float = knob(
         10.0, "Repeat the workload inside each cycle until the window lasts this long "

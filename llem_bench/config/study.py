@@ -16,7 +16,8 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from llem_bench.config.backends import BACKENDS, SECTION_MODELS
 from llem_bench.config.base import StrictModel
 from llem_bench.config.errors import ConfigError, did_you_mean, format_validation_error
-from llem_bench.config.experiment import DTYPE_SHORT, ExperimentConfig, config_hash
+from llem_bench.config.experiment import DTYPE_SHORT, RUN_LEVEL_MEASUREMENT, ExperimentConfig, config_hash
+from llem_bench.results.schema import repeat_key
 
 SECTIONS = ("workload", "decoding", "measurement")
 TOP_LEVEL_AXES = ("backend", "model", "dtype")
@@ -51,8 +52,33 @@ class Study(StrictModel):
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     experiments: list[dict[str, Any]] = Field(default_factory=list)
-    gates: dict[str, GateSpec] = Field(default_factory=dict)
+    gates: dict[str, Any] = Field(
+        default_factory=dict, description="metric -> {max_increase|max_decrease: 5%}, and on_inconclusive: fail|warn")
     runners: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gates(cls, value: Any) -> Any:
+        """on_inconclusive: fail|warn; every other key a metric of the registry with a GateSpec."""
+        from llem_bench.metrics import METRICS
+
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for key, spec in value.items():
+            if key == "on_inconclusive":
+                if spec not in ("fail", "warn"):
+                    raise ValueError(f"gates.on_inconclusive: expected fail or warn, got {spec!r}")
+                out[key] = spec
+                continue
+            if key not in METRICS:
+                raise ValueError(f"gates.{key}: unknown metric.{did_you_mean(str(key), [*METRICS, 'on_inconclusive'])} "
+                                 f"Metrics: {', '.join(METRICS)}; or on_inconclusive: fail|warn")
+            try:
+                out[key] = GateSpec.model_validate(spec or {})
+            except ValidationError as exc:
+                raise ValueError(f"gates.{key}: {exc.errors()[0]['msg']} (e.g. {{max_decrease: 5%}})") from None
+        return out
 
     # Where the study came from, for error messages (not a YAML key).
     _source: str = PrivateAttr("<study>")
@@ -60,6 +86,14 @@ class Study(StrictModel):
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def repeats(self) -> int:
+        return int(self.measurement.get("repeats", 1))
+
+    @property
+    def repeat_seed(self) -> int:
+        return int(self.measurement.get("repeat_seed", 0))
 
 
 @dataclass
@@ -70,10 +104,17 @@ class Experiment:
     config: ExperimentConfig
     explicit: dict[str, Any]
     swept: dict[str, Any] = field(default_factory=dict)
+    repeat: Optional[int] = None  # 1-based run-level repeat; None when the study has repeats: 1
+    repeats: int = 1
 
     @property
     def backend(self) -> str:
         return self.config.backend
+
+    @property
+    def key(self) -> str:
+        """pytest param id and result file name: `<test_id>-r<k>` with repeats, else the test id."""
+        return repeat_key(self.test_id, self.repeat)
 
     @property
     def config_hash(self) -> str:
@@ -111,6 +152,7 @@ def expand(study: Study) -> list[Experiment]:
                               f"Allowed: {', '.join(BACKENDS)}.")
     for key, values in study.sweep.items():
         _check_axis(src, key, values)
+    _check_run_level(study)
 
     backends = _backends_to_run(study)
     for key in study.sweep:
@@ -155,6 +197,25 @@ def expand(study: Study) -> list[Experiment]:
 
     _check_unique(src, experiments)
     return experiments
+
+
+def _check_run_level(study: Study) -> None:
+    """measurement.repeats / repeat_seed apply to the whole study: only the study's measurement section
+    may set them (a per-experiment value would make repeats of one experiment a different experiment)."""
+    for name in RUN_LEVEL_MEASUREMENT:
+        if f"measurement.{name}" in study.sweep:
+            raise ConfigError(f"{study.source}: sweep.measurement.{name}: {name} is a run-level setting, the same "
+                              f"for every experiment; set it once under the study's measurement: section")
+        for i, extra in enumerate(study.experiments):
+            if isinstance(extra.get("measurement"), dict) and name in extra["measurement"]:
+                raise ConfigError(f"{study.source}: experiments[{i}].measurement.{name}: {name} is a run-level "
+                                  f"setting, the same for every experiment; set it once under the study's "
+                                  f"measurement: section")
+        for backend, section in study.backends.items():
+            if isinstance(section, dict) and isinstance(section.get("measurement"), dict) \
+                    and name in section["measurement"]:
+                raise ConfigError(f"{study.source}: backends.{backend}.measurement.{name}: set it once under "
+                                  f"the study's measurement: section")
 
 
 def _backends_to_run(study: Study) -> list[str]:
@@ -240,6 +301,10 @@ def _build(src: str, raw: dict, prov: dict[str, str], swept: dict[str, Any]) -> 
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, ExperimentConfig, where, src)) from None
     explicit = {k: v for k, v in raw.items() if k != "study"}
+    if isinstance(explicit.get("measurement"), dict):  # run-level: not part of the experiment's identity
+        explicit["measurement"] = {k: v for k, v in explicit["measurement"].items() if k not in RUN_LEVEL_MEASUREMENT}
+        if not explicit["measurement"]:
+            del explicit["measurement"]
     return Experiment(test_id=make_test_id(config, swept, explicit), config=config, explicit=explicit, swept=swept)
 
 

@@ -39,7 +39,8 @@ def log(message: str) -> None:
 def base_result(experiment: Experiment, run_id: str, started_at: str) -> dict[str, Any]:
     config = experiment.config
     return dict(
-        test_id=experiment.test_id, config_hash=experiment.config_hash, study=config.study, run_id=run_id,
+        test_id=experiment.test_id, config_hash=experiment.config_hash, repeat=experiment.repeat,
+        repeats=experiment.repeats, study=config.study, run_id=run_id,
         backend=config.backend, model=config.model, synthetic=is_synthetic(config.model),
         config=config.canonical(), explicit=experiment.explicit, started_at=started_at,
     )
@@ -74,7 +75,7 @@ def run_experiment(
     try:
         idle_resident = _idle_resident(probe, measurement.baseline_idle_s)
         offline = measure_offline(backend, workload, meter, probe, measurement, warnings,
-                                  progress=lambda message: log(f"{experiment.test_id}: {message}"))
+                                  progress=lambda message: log(f"{experiment.key}: {message}"))
         warmup, cycles, latency = offline.warmup, offline.cycles, offline.latency
     finally:
         samples = probe.sampler.stop() if probe.sampler else None
@@ -94,7 +95,7 @@ def run_experiment(
             warnings.append(f"{name}: CV {summary.cv:.1%} across cycles is above 5%")
     phases = split_phases(offline.prefill, cycles, workload, meter.reason)
     _, peak_method = backend.peak_memory_mb()
-    timeseries = _write_timeseries(samples, timeseries_dir, experiment.test_id)
+    timeseries = _write_timeseries(samples, timeseries_dir, experiment.key)
     validity = verdict(
         energy_available=meter.available, energy_reason=meter.reason, token_ok=token_check["ok"],
         cvs={n: metrics[n].cv if metrics[n] else None for n in CV_CHECKED},

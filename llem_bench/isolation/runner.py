@@ -111,7 +111,7 @@ class Workers:
         self._key: Optional[tuple[str, str]] = None
 
     def run(self, spec: RunnerSpec, experiment: Experiment, *, run_id: str, started_at: str) -> ExperimentResult:
-        test_id = experiment.test_id
+        test_id = experiment.key  # one log and io folder per run (repeats: <test_id>-r<k>)
         log_path = self.run_path / "logs" / f"{test_id}.log"
         series_dir = self.run_path / "timeseries"
         io_dir = self.run_path / "worker-io" / test_id

@@ -1,9 +1,22 @@
-"""Baseline vs candidate: per-metric Welch t-tests with a minimum effect, and a regression gate.
+"""Baseline vs candidate with run-level variance, and the regression gate.
 
-A metric is *regressed* (or *improved*) only when the change is statistically significant
-(Welch p < 0.05) AND larger than its threshold; *unchanged* when the 95% CI of the relative change
-lies inside ±threshold; *inconclusive* otherwise (too few cycles, too much noise). One lucky
-cycle cannot pass a gate and noise cannot fail it: both come out inconclusive.
+The unit of replication is a run (a repeat, measurement.repeats), never a cycle: cycles share one
+process, one model load and one thermal state, and their spread leaves out the run-to-run noise that
+dominates real GPUs (the audit: two runs of one workload came out "REGRESSED" at p = 4e-4 from cycles).
+Per experiment and metric the per-repeat means of both sides are compared:
+
+- both sides have >= 2 repeats: Welch's t-test over the per-repeat means;
+- one side has 1 repeat: that run against the other side's between-repeat SD (its noise floor), with
+  se = SD x sqrt(1/n_base + 1/n_cand): with one candidate run, a prediction-interval test;
+- neither side has repeats: inconclusive, "no run-level variance: run with measurement.repeats >= 2".
+
+Verdicts: *regressed* / *improved* = the change is beyond the threshold in that direction AND
+significant (p < 0.05); a change beyond the threshold that is not significant is *inconclusive*;
+*unchanged* = within the threshold and the 95% CI's bad end too (so noise cannot pass a real
+regression); otherwise *inconclusive*. A baseline from another GPU or machine widens the floor
+(CROSS_MACHINE_FLOOR_CV). The gate fails on a gated regression, a failed or missing experiment, a lost
+gated metric, an invalid result (unless allowed) and, with gates.on_inconclusive: fail (the default),
+on a gated inconclusive metric.
 """
 
 from __future__ import annotations
@@ -17,22 +30,35 @@ from typing import Any, Optional, Sequence
 from pydantic import ValidationError
 
 from llem_bench.config.errors import did_you_mean
+from llem_bench.config.experiment import RUN_LEVEL_MEASUREMENT
 from llem_bench.config.study import GateSpec
 from llem_bench.metrics import METRICS
-from llem_bench.stats import mean, stdev, t95
-from llem_bench.results.history import comparable
 from llem_bench.results.format import fmt, markdown_table
+from llem_bench.results.history import comparable
+from llem_bench.results.repeats import by_test_id
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir
+from llem_bench.stats import ALPHA, POWER, against_noise_floor, mean, minimum_detectable, repeats_needed, stdev, welch_from_stats
 
-ALPHA = 0.05
-DEFAULT_GATED = ("output_tokens_per_s", "energy_per_output_token_j", "energy_per_request_j", "requests_per_s")
+# One metric of each collinear family: with a fixed output length output_tokens_per_s and requests_per_s
+# move together, and so do J/token and J/request; gating both would count one change twice.
+DEFAULT_GATED = ("output_tokens_per_s", "energy_per_output_token_j")
+# A baseline from another GPU or host: the run-to-run CV used is at least this. Identical settings on two
+# H200s gave 50k and 46k tok/s (vLLM, batch 256, shared/gpu/README.md): an 8% gap that one machine's
+# repeats never see. 5% per side keeps such a pair from reading as a regression at a 5% gate while a
+# 10%+ change still shows with a few repeats.
+CROSS_MACHINE_FLOOR_CV = 0.05
+NO_VARIANCE = "no run-level variance: run with measurement.repeats >= 2"
+ON_INCONCLUSIVE = ("fail", "warn")
+
+Side = dict[str, list[ExperimentResult]]
 
 
 # --- loading -------------------------------------------------------------------------------------
 
-def load_side(path: str | Path) -> dict[str, ExperimentResult]:
-    """A run folder (reports/<study>/<run-id>), its results/ folder, or one result JSON, by test_id."""
+def load_side(path: str | Path) -> Side:
+    """A run folder (reports/<study>/<run-id>), its results/ folder, or one result JSON: test_id -> its
+    results (one per repeat, in repeat order)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder; pass a run folder (reports/<study>/<run-id>) "
@@ -42,7 +68,7 @@ def load_side(path: str | Path) -> dict[str, ExperimentResult]:
             result = ExperimentResult.model_validate_json(path.read_text())
         except (ValidationError, ValueError) as exc:
             raise ValueError(f"{path}: not an ExperimentResult JSON ({str(exc).splitlines()[0]})") from None
-        return {result.test_id: result}
+        return {result.test_id: [result]}
     run = RunDir(path.parent if path.name == "results" and not (path / "results").is_dir() else path)
     if not run.results_dir.is_dir():
         runs = sorted(p.parent.name for p in path.glob("*/results"))
@@ -53,7 +79,7 @@ def load_side(path: str | Path) -> dict[str, ExperimentResult]:
         raise ValueError("unreadable results:\n" + "\n".join(problems))
     if not results:
         raise ValueError(f"{run.results_dir}: no result files; did the run finish any experiment?")
-    return {r.test_id: r for r in results}
+    return by_test_id(results)
 
 
 # --- gates ---------------------------------------------------------------------------------------
@@ -62,18 +88,19 @@ def _fraction(percent: str) -> float:
     return float(percent.rstrip("%")) / 100.0
 
 
-def gates_from(study_gates: Optional[dict[str, GateSpec]], default_pct: float = 5.0) -> dict[str, float]:
-    """metric -> allowed change in the bad direction, as a fraction. Without study gates the headline
-    metrics are gated at default_pct (wall time is fixed by min_window_s and memory is reported, not
-    gated). The bad direction comes from METRICS (higher_is_better)."""
-    if not study_gates:
+def gates_from(study_gates: Optional[dict[str, Any]], default_pct: float = 5.0) -> dict[str, float]:
+    """metric -> allowed change in the bad direction, as a fraction. Without metric gates DEFAULT_GATED
+    are gated at default_pct (wall time is fixed by min_window_s and memory is reported, not gated).
+    The bad direction comes from METRICS (higher_is_better). `on_inconclusive` is read by policy_from."""
+    specs = {k: v for k, v in (study_gates or {}).items() if k != "on_inconclusive"}
+    if not specs:
         return {metric: default_pct / 100.0 for metric in DEFAULT_GATED}
     gates = {}
-    for metric, spec in study_gates.items():
+    for metric, spec in specs.items():
         if metric not in METRICS:
             raise ValueError(f"gates.{metric}: unknown metric.{did_you_mean(metric, list(METRICS))} "
                              f"Metrics: {', '.join(METRICS)}.")
-        spec = spec if isinstance(spec, GateSpec) else GateSpec.model_validate(spec)
+        spec = spec if isinstance(spec, GateSpec) else GateSpec.model_validate(spec or {})
         higher_is_better = METRICS[metric].higher_is_better
         bad, good = ("max_decrease", "max_increase") if higher_is_better else ("max_increase", "max_decrease")
         if getattr(spec, bad) is not None:
@@ -87,101 +114,101 @@ def gates_from(study_gates: Optional[dict[str, GateSpec]], default_pct: float = 
     return gates
 
 
-# --- statistics ----------------------------------------------------------------------------------
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for aa in (m * (b - m) * x / ((qam + 2 * m) * (a + 2 * m)),
-                   -(a + m) * (qab + m) * x / ((a + 2 * m) * (qap + 2 * m))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
+def policy_from(study_gates: Optional[dict[str, Any]]) -> str:
+    """gates.on_inconclusive: fail (default) or warn."""
+    policy = (study_gates or {}).get("on_inconclusive", "fail")
+    if policy not in ON_INCONCLUSIVE:
+        raise ValueError(f"gates.on_inconclusive: expected fail or warn, got {policy!r}")
+    return policy
 
 
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with df degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return betainc(df / 2.0, 0.5, df / (df + t * t))
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    tail = t_two_sided_p(t, df) / 2.0
-    return 1.0 - tail if t > 0 else tail
-
+# --- one metric ----------------------------------------------------------------------------------
 
 @dataclass
 class MetricComparison:
     base_mean: Optional[float]
     cand_mean: Optional[float]
     delta_pct: Optional[float]                 # (cand - base) / |base| * 100
-    ci95: Optional[tuple[float, float]]        # of cand_mean - base_mean, Welch
+    ci95: Optional[tuple[float, float]]        # of cand_mean - base_mean
     ci95_pct: Optional[tuple[float, float]]    # the same relative to |base_mean|, in %
-    p_value: Optional[float]                   # Welch t-test, two-sided
-    df: Optional[float]                        # Welch-Satterthwaite degrees of freedom
+    p_value: Optional[float]                   # two-sided
+    df: Optional[float]
     verdict: str                               # improved | regressed | unchanged | inconclusive
     threshold: float                           # minimum effect, fraction
     higher_is_better: bool
-    n_base: int
+    n_base: int                                # repeats (runs), not cycles
     n_cand: int
     reason: str = ""
+    method: str = ""                           # which test, on what
+    mdc_pct: Optional[float] = None            # minimum detectable change (alpha 0.05, power 0.8), % of base
+    repeats_for_threshold: Optional[int] = None  # repeats per side that would detect the threshold
+    floor_cv: Optional[float] = None           # the CV floor applied (another machine), else None
+
+
+def _sd(values: Sequence[float], floor_cv: Optional[float]) -> Optional[float]:
+    s = stdev(values)
+    if s is None or floor_cv is None:
+        return s
+    return max(s, floor_cv * abs(mean(values)))
 
 
 def compare_metric(base_values: Sequence[float], cand_values: Sequence[float], higher_is_better: bool,
-                   threshold: float) -> MetricComparison:
-    """Welch t-test of per-cycle values; `threshold` (a fraction) is the minimum effect that counts."""
+                   threshold: float, floor_cv: Optional[float] = None) -> MetricComparison:
+    """Compare per-repeat means (one value per run). `threshold` (a fraction) is the minimum effect that
+    counts; `floor_cv` (a fraction) is a lower bound on the run-to-run CV of both sides."""
     nb, nc = len(base_values), len(cand_values)
     mb = mean(base_values) if nb else None
     mc = mean(cand_values) if nc else None
     delta = (mc - mb) / abs(mb) * 100.0 if mb and mc is not None else None
-    out = MetricComparison(mb, mc, delta, None, None, None, None, "inconclusive", threshold, higher_is_better, nb, nc)
-    if nb < 2 or nc < 2:
-        out.reason = f"needs at least 2 cycles on each side (baseline {nb}, candidate {nc})"
+    out = MetricComparison(mb, mc, delta, None, None, None, None, "inconclusive", threshold, higher_is_better,
+                           nb, nc, floor_cv=floor_cv)
+    if not nb or not nc:
+        out.reason = f"no values (baseline {nb}, candidate {nc} repeats)"
         return out
     if not mb:
         out.reason = "baseline mean is 0: no relative change"
         return out
-    diff = mc - mb
-    vb, vc = stdev(base_values) ** 2 / nb, stdev(cand_values) ** 2 / nc
-    se = math.sqrt(vb + vc)
-    if se == 0.0:
-        out.df, out.p_value, half = float(nb + nc - 2), (1.0 if diff == 0 else 0.0), 0.0
+    sb, sc = _sd(base_values, floor_cv), _sd(cand_values, floor_cv)
+    if sb is None and sc is None:
+        out.reason = NO_VARIANCE
+        out.method = "one run per side"
+        return out
+    if sb is not None and sc is not None:
+        d = welch_from_stats(mb, sb, nb, mc, sc, nc)
+        sd_pooled = math.sqrt((sb ** 2 + sc ** 2) / 2)
+        out.method = f"Welch over per-repeat means ({nb} vs {nc} repeats)"
     else:
-        out.df = (vb + vc) ** 2 / (vb ** 2 / (nb - 1) + vc ** 2 / (nc - 1))
-        out.p_value = t_two_sided_p(diff / se, out.df)
-        half = t95(max(1, math.floor(out.df))) * se   # floor: the conservative side of the quantile
-    out.ci95 = (diff - half, diff + half)
-    out.ci95_pct = ((diff - half) / abs(mb) * 100.0, (diff + half) / abs(mb) * 100.0)
+        sd, n_sd, side = (sb, nb, "baseline") if sb is not None else (sc, nc, "candidate")
+        d = against_noise_floor(mb, nb, mc, nc, sd, n_sd - 1)
+        sd_pooled = sd
+        out.method = (f"{'candidate' if side == 'baseline' else 'baseline'} run against the {side}'s "
+                      f"between-repeat SD ({n_sd} repeats; prediction interval)")
+    if floor_cv is not None:
+        out.method += f"; CV floored at {floor_cv:.0%} (another machine)"
+    out.df, out.p_value, out.ci95 = d.df, d.p_value, d.ci95
+    out.ci95_pct = (d.ci95[0] / abs(mb) * 100.0, d.ci95[1] / abs(mb) * 100.0)
+    out.mdc_pct = minimum_detectable(d.se, d.df) / abs(mb) * 100.0 if d.se else 0.0
+    out.repeats_for_threshold = repeats_needed(sd_pooled, threshold * abs(mb))
     limit = threshold * 100.0
-    if out.p_value < ALPHA and abs(delta) > limit:
-        out.verdict = "improved" if (diff > 0) == higher_is_better else "regressed"
-    elif -limit <= out.ci95_pct[0] and out.ci95_pct[1] <= limit:
+    bad_end = -out.ci95_pct[0] if higher_is_better else out.ci95_pct[1]   # worst change the CI allows, in %
+    if abs(delta) > limit and d.p_value < ALPHA:
+        out.verdict = "improved" if (d.diff > 0) == higher_is_better else "regressed"
+    elif abs(delta) > limit:
+        out.reason = (f"{delta:+.1f}% is beyond ±{limit:g}% but not significant (p = {d.p_value:.2g}); "
+                      + _power_note(out))
+    elif bad_end <= limit:
         out.verdict = "unchanged"
     else:
-        out.reason = f"the 95% CI reaches past ±{limit:g}%: more cycles or less noise needed"
+        out.reason = (f"the 95% CI allows a {bad_end:.1f}% change in the bad direction, past {limit:g}%; "
+                      + _power_note(out))
     return out
+
+
+def _power_note(c: MetricComparison) -> str:
+    need = c.repeats_for_threshold
+    return (f"detectable change {c.mdc_pct:.1f}% (alpha {ALPHA:g}, power {POWER:g}); "
+            + (f"{need} repeats per side would detect ±{c.threshold * 100:g}%" if need is not None
+               else f"over 1000 repeats per side would be needed for ±{c.threshold * 100:g}%"))
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -195,10 +222,18 @@ class ExperimentComparison:
     gated: dict[str, bool] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)   # metric -> why not compared
     failure: Optional[str] = None   # the candidate failed where the baseline succeeded
+    invalid: Optional[str] = None   # invalid results on either side (not compared unless allowed)
+    lost: list[str] = field(default_factory=list)            # gated metrics measured only in the baseline
+    n_base: int = 0
+    n_cand: int = 0
 
     @property
     def regressions(self) -> list[str]:
         return [m for m, c in self.metrics.items() if c.verdict == "regressed" and self.gated.get(m)]
+
+    @property
+    def inconclusive(self) -> list[str]:
+        return [m for m, c in self.metrics.items() if c.verdict == "inconclusive" and self.gated.get(m)]
 
 
 @dataclass
@@ -208,6 +243,8 @@ class Comparison:
     only_cand: list[str]
     warnings: list[str]
     gates: dict[str, float]
+    on_inconclusive: str = "fail"
+    allow_invalid: bool = False
 
     @property
     def regressions(self) -> list[tuple[str, str]]:
@@ -219,21 +256,65 @@ class Comparison:
         return out
 
     @property
+    def inconclusive(self) -> list[tuple[str, str, str]]:
+        """(test_id, metric, reason) of every gated metric the comparison could not decide."""
+        return [(exp.test_id, m, exp.metrics[m].reason) for exp in self.experiments for m in exp.inconclusive]
+
+    @property
+    def failures(self) -> list[str]:
+        """Every reason the gate fails, one line each."""
+        out = []
+        for exp in self.experiments:
+            if exp.failure:
+                out.append(f"FAILED: {exp.test_id}: {exp.failure}")
+            if exp.invalid and not self.allow_invalid:
+                out.append(f"INVALID: {exp.test_id}: {exp.invalid} (not compared; --llem-allow-invalid compares it)")
+            out += [f"GATED METRIC LOST: {exp.test_id}: {m}" for m in exp.lost]
+            for m in exp.regressions:
+                c = exp.metrics[m]
+                out.append(f"REGRESSED: {exp.test_id}: {m} {_pct(c.delta_pct)} (p = {c.p_value:.2g}, "
+                           f"gate ±{c.threshold * 100:g}%)")
+        out += [f"MISSING: {t}: in the baseline, not in the candidate" for t in self.only_base]
+        if not self.experiments:
+            out.append("NO EXPERIMENTS MATCHED: nothing was compared")
+        if self.on_inconclusive == "fail":
+            out += [f"INCONCLUSIVE: {t}: {m}: {why}" for t, m, why in self.inconclusive]
+        return out
+
+    @property
     def failed(self) -> bool:
-        return bool(self.regressions)
+        return bool(self.failures)
+
+    @property
+    def gate_line(self) -> str:
+        failures = self.failures
+        if failures:
+            kinds = Counter(f.split(":", 1)[0].lower() for f in failures)
+            return "GATE: FAIL (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
+        if self.inconclusive:
+            return f"GATE: PASS with {len(self.inconclusive)} inconclusive gated metric(s) (gates.on_inconclusive: warn)"
+        return "GATE: PASS"
+
+    @property
+    def loud_warnings(self) -> list[str]:
+        """The warnings, plus each inconclusive gated metric when on_inconclusive is warn."""
+        extra = [] if self.on_inconclusive == "fail" else \
+            [f"INCONCLUSIVE (on_inconclusive: warn): {t}: {m}: {why}" for t, m, why in self.inconclusive]
+        return self.warnings + extra
 
 
-def _match(base: dict[str, ExperimentResult], cand: dict[str, ExperimentResult]):
+def _match(base: Side, cand: Side):
     """Pairs by test_id, then by config_hash where it is unique among the leftovers of both sides."""
     pairs = [(base[t], cand[t], "test_id") for t in cand if t in base]
-    rest_b = [r for t, r in base.items() if t not in cand]
-    rest_c = [r for t, r in cand.items() if t not in base]
-    by_hash_b, by_hash_c = Counter(r.config_hash for r in rest_b), Counter(r.config_hash for r in rest_c)
+    rest_b = [runs for t, runs in base.items() if t not in cand]
+    rest_c = [runs for t, runs in cand.items() if t not in base]
+    by_hash_b = Counter(runs[0].config_hash for runs in rest_b)
+    by_hash_c = Counter(runs[0].config_hash for runs in rest_c)
     unique = {h for h in by_hash_c if by_hash_c[h] == 1 and by_hash_b.get(h) == 1}
-    lookup_b = {r.config_hash: r for r in rest_b if r.config_hash in unique}
-    pairs += [(lookup_b[r.config_hash], r, "config_hash") for r in rest_c if r.config_hash in unique]
-    only_b = sorted(r.test_id for r in rest_b if r.config_hash not in unique)
-    only_c = sorted(r.test_id for r in rest_c if r.config_hash not in unique)
+    lookup_b = {runs[0].config_hash: runs for runs in rest_b if runs[0].config_hash in unique}
+    pairs += [(lookup_b[runs[0].config_hash], runs, "config_hash") for runs in rest_c if runs[0].config_hash in unique]
+    only_b = sorted(runs[0].test_id for runs in rest_b if runs[0].config_hash not in unique)
+    only_c = sorted(runs[0].test_id for runs in rest_c if runs[0].config_hash not in unique)
     return pairs, only_b, only_c
 
 
@@ -244,13 +325,32 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _identity(r: ExperimentResult) -> tuple[str, tuple[str, ...]]:
+    """(host, GPU UUIDs of the experiment, else of the host) of a result."""
+    gpus = r.energy.get("gpus") or (r.environment.get("nvml") or {}).get("gpus") or []
+    return str(r.environment.get("host") or "?"), tuple(sorted(str(g.get("uuid")) for g in gpus if g.get("uuid")))
+
+
+def other_machine(b: ExperimentResult, c: ExperimentResult) -> Optional[str]:
+    """Why the two results come from different hardware (host name or GPU UUIDs), or None."""
+    (hb, gb), (hc, gc) = _identity(b), _identity(c)
+    reasons = []
+    if gb != gc:
+        reasons.append(f"GPU UUIDs {', '.join(gb) or 'none'} vs {', '.join(gc) or 'none'}")
+    if hb != hc:
+        reasons.append(f"host {hb} vs {hc}")
+    return "; ".join(reasons) or None
+
+
 def _pair_warnings(b: ExperimentResult, c: ExperimentResult) -> list[str]:
     """Environment, resolved-config and prompt-set differences between a matched pair."""
     _, reasons = comparable(b, c)
     warnings = [f"ENVIRONMENT MISMATCH: {reason}" for reason in reasons]
+    run_level = {f"measurement.{k}" for k in RUN_LEVEL_MEASUREMENT}
     cb = _flat({k: v for k, v in b.config.items() if k != "study"})
     cc = _flat({k: v for k, v in c.config.items() if k != "study"})
-    changed = [f"{k}: {cb.get(k)!r} -> {cc.get(k)!r}" for k in sorted(set(cb) | set(cc)) if cb.get(k) != cc.get(k)]
+    changed = [f"{k}: {cb.get(k)!r} -> {cc.get(k)!r}" for k in sorted(set(cb) | set(cc))
+               if cb.get(k) != cc.get(k) and k not in run_level]
     if changed:
         warnings.append(f"CONFIG DIFFERS for {c.test_id}: " + ", ".join(changed))
     if b.workload.get("fingerprint") != c.workload.get("fingerprint"):
@@ -259,48 +359,89 @@ def _pair_warnings(b: ExperimentResult, c: ExperimentResult) -> list[str]:
     return warnings
 
 
-def _compare_pair(b: ExperimentResult, c: ExperimentResult, how: str, gates: dict[str, float],
-                  default: float, warnings: list[str]) -> ExperimentComparison:
-    exp = ExperimentComparison(test_id=c.test_id, base_test_id=b.test_id, matched_by=how)
-    if b.status != "ok" or c.status != "ok":
-        if b.status == "ok":
-            exp.failure = f"candidate failed: {c.error}"
-        reason = f"baseline {b.status}, candidate {c.status}"
+def _window_memory(r: ExperimentResult) -> bool:
+    """peak_memory_mb is comparable only where it is measured per window (not the CPU's process-lifetime
+    ru_maxrss: its method says 'since start')."""
+    return "window" in (r.peak_memory_method or "") and "since start" not in (r.peak_memory_method or "")
+
+
+def _invalid(side: str, runs: list[ExperimentResult]) -> list[str]:
+    return [f"{side} {r.key} is invalid ({'; '.join(r.validity.get('reasons') or []) or 'no reason recorded'})"
+            for r in runs if r.status == "ok" and r.validity.get("verdict") == "invalid"]
+
+
+def _compare_pair(b_runs: list[ExperimentResult], c_runs: list[ExperimentResult], how: str,
+                  gates: dict[str, float], default: float, warnings: list[str], allow_invalid: bool,
+                  floor_cv: Optional[float]) -> ExperimentComparison:
+    c0 = c_runs[0]
+    exp = ExperimentComparison(test_id=c0.test_id, base_test_id=b_runs[0].test_id, matched_by=how)
+    b_ok = [r for r in b_runs if r.status == "ok"]
+    c_ok = [r for r in c_runs if r.status == "ok"]
+    exp.n_base, exp.n_cand = len(b_ok), len(c_ok)
+    failed = [r for r in c_runs if r.status != "ok"]
+    if failed and b_ok:
+        exp.failure = "candidate failed: " + "; ".join(f"{r.key}: {r.error}" for r in failed)
+    if not b_ok or not c_ok:
+        reason = f"no successful run (baseline {len(b_ok)}/{len(b_runs)}, candidate {len(c_ok)}/{len(c_runs)})"
         exp.skipped = {m: reason for m in METRICS}
         return exp
+    invalid = _invalid("baseline", b_ok) + _invalid("candidate", c_ok)
+    if invalid:
+        exp.invalid = "; ".join(invalid)
+        if not allow_invalid:
+            exp.skipped = {m: "invalid results are not compared (--llem-allow-invalid compares them)" for m in METRICS}
+            return exp
+        warnings.append(f"INVALID RESULTS COMPARED (--llem-allow-invalid): {exp.invalid}")
     for metric, definition in METRICS.items():
-        higher_is_better = definition.higher_is_better
-        sb, sc = b.metrics.get(metric), c.metrics.get(metric)
         exp.gated[metric] = metric in gates
-        if sb is None or sc is None:
-            side, res = ("baseline", b) if sb is None else ("candidate", c)
-            exp.skipped[metric] = f"null in the {side}: {res.unavailable.get(metric, 'not measured')}"
-            if sb is not None and metric in gates:
-                warnings.append(f"GATED METRIC LOST: {c.test_id}: {metric} was measured in the baseline but is null "
-                                f"in the candidate ({c.unavailable.get(metric, 'not measured')})")
+        if metric == "peak_memory_mb" and not all(_window_memory(r) for r in (b_ok[0], c_ok[0])):
+            exp.skipped[metric] = (f"not a window measurement ({c_ok[0].peak_memory_method or b_ok[0].peak_memory_method}"
+                                   "): reported, not compared")
             continue
-        exp.metrics[metric] = compare_metric(sb.values, sc.values, higher_is_better, gates.get(metric, default))
+        vb = [v for r in b_ok if (v := r.mean(metric)) is not None]
+        vc = [v for r in c_ok if (v := r.mean(metric)) is not None]
+        if not vb or not vc:
+            side, res = ("baseline", b_ok[0]) if not vb else ("candidate", c_ok[0])
+            exp.skipped[metric] = f"null in the {side}: {res.unavailable.get(metric, 'not measured')}"
+            if vb and metric in gates:
+                exp.lost.append(metric)
+                warnings.append(f"GATED METRIC LOST: {c0.test_id}: {metric} was measured in the baseline but is "
+                                f"null in the candidate ({c_ok[0].unavailable.get(metric, 'not measured')})")
+            continue
+        exp.metrics[metric] = compare_metric(vb, vc, definition.higher_is_better, gates.get(metric, default), floor_cv)
     return exp
 
 
-def compare_runs(base: dict[str, ExperimentResult], cand: dict[str, ExperimentResult],
-                 gates: Optional[dict[str, float]] = None, default_pct: float = 5.0) -> Comparison:
-    """Match experiments by test_id (then config_hash) and compare every metric. `gates` (from gates_from)
-    says which metrics can fail the comparison and by how much; the others use default_pct and only report."""
+def compare_runs(base: Side, cand: Side, gates: Optional[dict[str, float]] = None, default_pct: float = 5.0,
+                 on_inconclusive: str = "fail", allow_invalid: bool = False) -> Comparison:
+    """Match experiments by test_id (then config_hash) and compare every metric over the repeats of both
+    sides. `gates` (from gates_from) says which metrics can fail the comparison and by how much; the others
+    use default_pct and only report."""
     gates = gates_from(None, default_pct) if gates is None else gates
+    if on_inconclusive not in ON_INCONCLUSIVE:
+        raise ValueError(f"on_inconclusive: expected fail or warn, got {on_inconclusive!r}")
     pairs, only_b, only_c = _match(base, cand)
     warnings: list[str] = []
     experiments = []
-    for b, c, how in pairs:
-        warnings += _pair_warnings(b, c)
-        experiments.append(_compare_pair(b, c, how, gates, default_pct / 100.0, warnings))
+    for b_runs, c_runs, how in pairs:
+        warnings += _pair_warnings(b_runs[0], c_runs[0])
+        machine = other_machine(b_runs[0], c_runs[0])
+        floor = None
+        if machine:
+            floor = CROSS_MACHINE_FLOOR_CV
+            warnings.append(f"OTHER MACHINE: {c_runs[0].test_id}: the baseline ran on other hardware ({machine}); "
+                            f"run-to-run CV floored at {CROSS_MACHINE_FLOOR_CV:.0%} per side (identical settings "
+                            "gave 46k vs 50k tok/s on two H200s)")
+        experiments.append(_compare_pair(b_runs, c_runs, how, gates, default_pct / 100.0, warnings, allow_invalid,
+                                         floor))
     if not pairs:
         warnings.append("NO EXPERIMENTS MATCHED: nothing was compared")
     if only_b:
         warnings.append(f"{len(only_b)} baseline experiment(s) missing from the candidate: {', '.join(only_b)}")
     if only_c:
         warnings.append(f"{len(only_c)} candidate experiment(s) without a baseline: {', '.join(only_c)}")
-    return Comparison(experiments, only_b, only_c, list(dict.fromkeys(warnings)), gates)
+    return Comparison(experiments, only_b, only_c, list(dict.fromkeys(warnings)), gates, on_inconclusive,
+                      allow_invalid)
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -315,25 +456,64 @@ def _ci(c: MetricComparison) -> str:
     return f"{fmt(c.ci95[0])} .. {fmt(c.ci95[1])} ({_pct(c.ci95_pct[0])} .. {_pct(c.ci95_pct[1])})"
 
 
+def shown_verdict(c: MetricComparison, gated: bool) -> str:
+    return c.verdict.upper() if gated and c.verdict in ("regressed", "inconclusive") else c.verdict
+
+
+def metric_row(metric: str, c: MetricComparison, gated: bool) -> list[str]:
+    """One comparison table row (markdown and HTML share it)."""
+    threshold = f" (±{c.threshold * 100:g}%)" + ("*" if gated else "")
+    return [metric + threshold, METRICS[metric].unit if metric in METRICS else "", fmt(c.base_mean), fmt(c.cand_mean),
+            f"{c.n_base} / {c.n_cand}", _pct(c.delta_pct), _ci(c), "n/a" if c.p_value is None else f"{c.p_value:.3g}",
+            "n/a" if c.mdc_pct is None else f"{c.mdc_pct:.1f}%",
+            "n/a" if c.mdc_pct is None else (str(c.repeats_for_threshold) if c.repeats_for_threshold else ">1000"),
+            shown_verdict(c, gated)]
+
+
+COMPARISON_HEAD = ["metric", "unit", "baseline", "candidate", "repeats (base / cand)", "delta %",
+                   "95% CI of difference", "p", "detectable change", "repeats for threshold", "verdict"]
+EXPLANATION = (f"Each value is the mean over repeats of the per-repeat means (a repeat is one run: "
+               f"measurement.repeats); the cycles of one run are never the replicates. regressed / improved = "
+               f"|change| beyond the threshold and p < {ALPHA:g}; beyond the threshold but not significant = "
+               f"inconclusive; unchanged = the 95% CI's bad end within the threshold. Detectable change: the "
+               f"smallest change this comparison finds with power {POWER:g} at alpha {ALPHA:g}; repeats for "
+               f"threshold: repeats per side that would find a change of the threshold. Gated metrics are "
+               f"marked *; only they can fail the gate.")
+
+
+def gated_summary(comparison: Comparison) -> list[str]:
+    """One line per experiment and gated metric: change, verdict, detectable change, repeats needed."""
+    lines = []
+    for exp in comparison.experiments:
+        for metric, c in exp.metrics.items():
+            if not exp.gated.get(metric):
+                continue
+            mdc = "n/a" if c.mdc_pct is None else f"{c.mdc_pct:.1f}%"
+            need = "n/a" if c.mdc_pct is None else (str(c.repeats_for_threshold) if c.repeats_for_threshold else ">1000")
+            lines.append(f"{exp.test_id}: {metric} {_pct(c.delta_pct)} ({c.n_base} vs {c.n_cand} repeats) "
+                         f"{shown_verdict(c, True)}; detectable change {mdc}; repeats to detect "
+                         f"±{c.threshold * 100:g}%: {need}")
+    return lines
+
+
 def render_comparison_markdown(comparison: Comparison) -> str:
     lines = ["# Comparison: baseline vs candidate", ""]
-    lines += [f"> **WARNING** {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
-    lines += [f"Verdicts: significant = Welch p < {ALPHA} and |change| above the threshold; unchanged = the 95% CI "
-              "of the change lies within ±threshold. Gated metrics are marked *; only they can fail.", ""]
-    head = ["metric", "unit", "baseline", "candidate", "delta %", "95% CI of difference", "p", "verdict"]
+    warnings = comparison.loud_warnings
+    lines += [f"> **WARNING** {w}" for w in warnings] + ([""] if warnings else [])
+    lines += [EXPLANATION, ""]
     for exp in comparison.experiments:
         title = exp.test_id if exp.test_id == exp.base_test_id else f"{exp.test_id} (baseline {exp.base_test_id})"
         lines += [f"## {title}", ""]
         if exp.failure:
             lines += [f"**REGRESSION: {exp.failure}**", ""]
-        rows = []
-        for metric, c in exp.metrics.items():
-            verdict = c.verdict.upper() if c.verdict == "regressed" and exp.gated[metric] else c.verdict
-            threshold = f" (±{c.threshold * 100:g}%)" + ("*" if exp.gated[metric] else "")
-            rows.append([metric + threshold, METRICS[metric].unit, fmt(c.base_mean), fmt(c.cand_mean), _pct(c.delta_pct),
-                         _ci(c), "n/a" if c.p_value is None else f"{c.p_value:.3g}", verdict])
+        if exp.invalid:
+            lines += [f"**INVALID: {exp.invalid}**", ""]
+        methods = sorted({c.method for c in exp.metrics.values() if c.method})
+        if methods:
+            lines += [f"Test: {'; '.join(methods)}.", ""]
+        rows = [metric_row(metric, c, bool(exp.gated.get(metric))) for metric, c in exp.metrics.items()]
         if rows:
-            lines += [markdown_table(head, rows), ""]
+            lines += [markdown_table(COMPARISON_HEAD, rows), ""]
         notes: dict[str, list[str]] = {}
         for metric, reason in exp.skipped.items():
             notes.setdefault(f"not compared: {reason}", []).append(metric)
@@ -341,6 +521,8 @@ def render_comparison_markdown(comparison: Comparison) -> str:
             if c.reason:
                 notes.setdefault(f"inconclusive: {c.reason}", []).append(metric)
         lines += [f"- {', '.join(ms)}: {note}" for note, ms in notes.items()] + ([""] if notes else [])
-    n = len(comparison.regressions)
-    lines.append(f"GATE: FAIL ({n} regression{'s' if n != 1 else ''})" if n else "GATE: PASS")
+    failures = comparison.failures
+    if failures:
+        lines += ["## Why the gate fails", "", *[f"- {f}" for f in failures], ""]
+    lines.append(comparison.gate_line)
     return "\n".join(lines) + "\n"

@@ -82,20 +82,39 @@ def _pytest_benchmark_version() -> str:
         return "5.1.0"
 
 
+def round_times(r: ExperimentResult) -> tuple[list[float], list[int]]:
+    """(seconds per workload pass, passes) of every cycle. A cycle's window is min_window_s plus the
+    overshoot of its last pass, so the window length says how many passes fitted, not how fast one was;
+    the time of one pass (wall_time_s / passes) is what a pytest-benchmark round must be."""
+    times, passes = [], []
+    for cycle in r.cycles:
+        n = int(cycle.get("passes") or 0)
+        if n <= 0 or not cycle.get("wall_time_s"):
+            raise ValueError(f"{r.key}: cycle without a pass count; cannot export per-pass times")
+        times.append(cycle["wall_time_s"] / n)
+        passes.append(n)
+    return times, passes
+
+
 def to_pytest_benchmark_json(results: Results) -> dict[str, Any]:
-    """One benchmark per successful experiment; a round is a measured cycle, its time the cycle's
-    wall_time_s. Metric means (energy included; None when unavailable) go to extra_info."""
+    """One benchmark per successful experiment run (per repeat); a round is a measured cycle, its time the
+    cycle's time per workload pass (wall_time_s / passes; passes in extra_info). Metric means (energy
+    included; None when unavailable) go to extra_info."""
     ok = [r for r in _ok(results) if r.metrics.get("wall_time_s")]
     env = ok[0].environment if ok else {}
     benchmarks = []
     for r in ok:
-        name = f"test_{r.backend}[{r.test_id}]"
-        cycles = r.metrics["wall_time_s"].values
+        name = f"test_{r.backend}[{r.key}]"
+        cycles, passes = round_times(r)
         benchmarks.append({
             "group": r.study, "name": name, "fullname": f"benchmarks/{r.backend}/test_{r.backend}_energy.py::{name}",
-            "params": {"llem_experiment": r.test_id}, "param": r.test_id,
+            "params": {"llem_experiment": r.key}, "param": r.key,
             "extra_info": {**{m: r.mean(m) for m in METRICS}, "energy_source": r.energy.get("source"),
-                           "config_hash": r.config_hash, "run_id": r.run_id, "model": r.model},
+                           "config_hash": r.config_hash, "run_id": r.run_id, "model": r.model,
+                           "test_id": r.test_id, "repeat": r.repeat, "passes": passes,
+                           "round": "seconds per workload pass (window wall time / passes)",
+                           "requests_per_pass": r.workload.get("num_requests"),
+                           "output_tokens_per_pass": (r.cycles[0]["output_tokens"] / passes[0]) if r.cycles else None},
             "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": len(cycles), "max_time": None,
                         "min_time": r.config.get("measurement", {}).get("min_window_s"),
                         "warmup": r.warmup.get("runs", 0) > 0},
@@ -116,18 +135,32 @@ def to_pytest_benchmark_json(results: Results) -> dict[str, Any]:
 # --- github-action-benchmark ---------------------------------------------------------------------
 
 def to_github_action_benchmark(results: Results) -> tuple[list[dict], list[dict]]:
-    """(customBiggerIsBetter, customSmallerIsBetter) entries; unavailable metrics are left out."""
+    """(customBiggerIsBetter, customSmallerIsBetter) entries, one per experiment and metric; unavailable
+    metrics are left out. With repeats the value is the mean over repeats and the range its 95% CI (one
+    entry per test id, as the dashboard expects one point per name and commit)."""
+    from llem_bench.results.repeats import by_test_id, metric_over_repeats
+
     bigger, smaller = [], []
-    for r in _ok(results):
+    for test_id, runs in by_test_id(_ok(results)).items():
+        r = runs[0]
         for metric, definition in METRICS.items():
             unit, higher_is_better, description = definition.unit, definition.higher_is_better, definition.description
-            s = r.metrics.get(metric)
-            if s is None:
-                continue
-            half = f"± {s.ci95_high - s.mean:.6g}" if s.ci95_high is not None else "n/a"
+            if len(runs) > 1:
+                over = metric_over_repeats(runs, metric)
+                if over is None:
+                    continue
+                value, high = over["mean"], over["ci95_high"]
+                what = f"mean of {over['n']} repeats (per-repeat means), 95% CI"
+            else:
+                s = r.metrics.get(metric)
+                if s is None:
+                    continue
+                value, high = s.mean, s.ci95_high
+                what = f"mean of {s.n} cycles of one run, 95% CI"
+            half = f"± {high - value:.6g}" if high is not None else "n/a"
             (bigger if higher_is_better else smaller).append({
-                "name": f"{r.test_id} - {metric}", "unit": unit, "value": s.mean, "range": half,
-                "extra": f"{description}; mean of {s.n} cycles, 95% CI; run {r.run_id}",
+                "name": f"{test_id} - {metric}", "unit": unit, "value": value, "range": half,
+                "extra": f"{description}; {what}; run {r.run_id}",
             })
     return bigger, smaller
 
@@ -147,7 +180,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 def result_row(r: ExperimentResult) -> dict[str, Any]:
     """One flat row: identity, config.<dotted key>, and per metric mean/std/n/ci95_low/ci95_high."""
     row: dict[str, Any] = {
-        "test_id": r.test_id, "config_hash": r.config_hash, "study": r.study, "run_id": r.run_id,
+        "test_id": r.test_id, "repeat": r.repeat, "config_hash": r.config_hash, "study": r.study, "run_id": r.run_id,
         "status": r.status, "backend": r.backend, "model": r.model,
         "git_commit": r.environment.get("git_commit"), "energy_source": r.energy.get("source"),
     }

@@ -93,7 +93,7 @@ def history_row(result: ExperimentResult, run_path: Optional[Path] = None) -> di
     key = history_key(result)
     row: dict[str, Any] = {
         "study": result.study, "run_id": result.run_id, "run_path": str(run_path) if run_path else None,
-        "test_id": result.test_id, "config_hash": result.config_hash, "model": result.model,
+        "test_id": result.test_id, "repeat": result.repeat, "config_hash": result.config_hash, "model": result.model,
         "status": result.status, "verdict": result.validity.get("verdict"), "started_at": result.started_at,
     }
     row.update({k: v for k, v in key.items() if k != "packages"})
@@ -110,7 +110,8 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def collect_history(root: Path):
-    """pandas.DataFrame with one row per experiment of every run under root, oldest first.
+    """pandas.DataFrame with one row per experiment run (one per repeat: `repeat` is 1..N, None without
+    repeats) of every run folder under root, oldest first.
     Unreadable result files are skipped (their messages are in `df.attrs['problems']`)."""
     import pandas as pd
 
@@ -119,7 +120,7 @@ def collect_history(root: Path):
         results, bad = RunDir(folder).read_results_with_problems()
         problems.extend(bad)
         rows.extend(history_row(r, folder) for r in results)
-    columns = ["study", "run_id", "run_path", "test_id", "config_hash", "model", "status", "verdict",
+    columns = ["study", "run_id", "run_path", "test_id", "repeat", "config_hash", "model", "status", "verdict",
                "started_at", *KEY_COLUMNS, *METRICS]
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -20,7 +20,7 @@ code{background:#f6f6f6}.caption{font-size:13px;color:#444}li{margin:2px 0}"""
 
 VERDICT_CLASS = {"valid": "good", "warning": "warn", "invalid": "bad", "FAILED": "bad",
                  "improved": "good", "unchanged": "", "inconclusive": "warn", "regressed": "warn",
-                 "REGRESSED": "bad"}
+                 "REGRESSED": "bad", "INCONCLUSIVE": "bad"}
 
 
 def esc(value: Any) -> str:
@@ -85,13 +85,13 @@ def render_report_html(summary: dict[str, Any], results: list[ExperimentResult],
 
     figures, missing = [], []
     for r in results:
-        png = plots.power_timeseries(run_dir / r.timeseries, r.test_id) if r.timeseries else None
+        png = plots.power_timeseries(run_dir / r.timeseries, r.key) if r.timeseries else None
         if png:
-            figures.append(img(png, f"power of {r.test_id}"))
+            figures.append(img(png, f"power of {r.key}"))
         else:
             why = (f"{r.timeseries} not found" if r.timeseries else
                    (r.power.get("reason") or r.energy.get("reason") or "no timeseries recorded"))
-            missing.append(f"{r.test_id}: {why}")
+            missing.append(f"{r.key}: {why}")
     body.append("<h2>GPU power over time</h2>")
     if figures:
         body.append("<p class='caption'>Power summed over the experiment's GPUs (NVML, downsampled for the "
@@ -125,46 +125,39 @@ def _ci(c: Any) -> str:
 
 
 def render_comparison_html(comparison: Any) -> str:
-    """A `compare.Comparison` as a page: warnings, a table per experiment (baseline, candidate,
-    delta, 95% CI of the difference, Welch p, verdict), why metrics were not compared, GATE line."""
+    """A `compare.Comparison` as a page: warnings, a table per experiment (baseline, candidate, repeats,
+    delta, 95% CI of the difference, p, detectable change, verdict), why metrics were not compared,
+    why the gate fails, GATE line."""
+    from llem_bench.results.compare import COMPARISON_HEAD, EXPLANATION, metric_row
 
-    regressions = comparison.regressions
-    gate = f"GATE: FAIL ({len(regressions)} regression{'s' if len(regressions) != 1 else ''})" if regressions \
-        else "GATE: PASS"
-    body = ["<h1>Comparison: baseline vs candidate</h1>",
-            f"<h2 class='{'bad' if regressions else 'good'}'>{esc(gate)}</h2>"]
-    if comparison.warnings:
-        body.append("<ul>" + "".join(f"<li class='warn'>WARNING: {esc(w)}</li>" for w in comparison.warnings)
+    gate = comparison.gate_line
+    cls = "bad" if comparison.failed else "good"
+    body = ["<h1>Comparison: baseline vs candidate</h1>", f"<h2 class='{cls}'>{esc(gate)}</h2>"]
+    if comparison.loud_warnings:
+        body.append("<ul>" + "".join(f"<li class='warn'>WARNING: {esc(w)}</li>" for w in comparison.loud_warnings)
                     + "</ul>")
-    if comparison.only_base:
-        body.append(f"<p class='warn'>Only in the baseline: {esc(', '.join(comparison.only_base))}</p>")
+    if comparison.failures:
+        body.append("<ul>" + "".join(f"<li class='bad'>{esc(f)}</li>" for f in comparison.failures) + "</ul>")
     if comparison.only_cand:
         body.append(f"<p class='warn'>Only in the candidate: {esc(', '.join(comparison.only_cand))}</p>")
-    if comparison.gates:
-        gates = ", ".join(f"{m} ±{t * 100:g}%" for m, t in comparison.gates.items())
-        body.append(f"<p class='caption'>Gated metrics (marked *; only they can fail the gate): {esc(gates)}. "
-                    "Significant = Welch p &lt; 0.05 and |change| above the threshold; unchanged = the 95% CI of "
-                    "the change lies within ±threshold.</p>")
-    head = ["metric", "unit", "baseline", "candidate", "delta %", "95% CI of difference", "p", "verdict"]
+    gates = ", ".join(f"{m} ±{t * 100:g}%" for m, t in comparison.gates.items())
+    body.append(f"<p class='caption'>Gated metrics: {esc(gates)}; on_inconclusive: {esc(comparison.on_inconclusive)}. "
+                f"{esc(EXPLANATION)}</p>")
     for exp in comparison.experiments:
         title = exp.test_id if exp.test_id == exp.base_test_id else f"{exp.test_id} (baseline {exp.base_test_id})"
         body.append(f"<h2>{esc(title)}</h2>")
         if exp.failure:
             body.append(f"<p class='bad'>REGRESSION: {esc(exp.failure)}</p>")
-        rows = []
-        for metric, c in exp.metrics.items():
-            gated = exp.gated.get(metric)
-            verdict = c.verdict.upper() if c.verdict == "regressed" and gated else c.verdict
-            rows.append([f"{metric} (±{c.threshold * 100:g}%){'*' if gated else ''}",
-                         METRICS[metric].unit if metric in METRICS else "", _num(c.base_mean), _num(c.cand_mean), _pct(c.delta_pct),
-                         _ci(c), "n/a" if c.p_value is None else f"{c.p_value:.3g}", verdict])
+        if exp.invalid:
+            body.append(f"<p class='bad'>INVALID: {esc(exp.invalid)}</p>")
+        rows = [metric_row(metric, c, bool(exp.gated.get(metric))) for metric, c in exp.metrics.items()]
         if rows:
-            body.append(table(head, rows))
+            body.append(table(COMPARISON_HEAD, rows))
         notes = [f"{m}: not compared: {why}" for m, why in exp.skipped.items()]
         notes += [f"{m}: inconclusive: {c.reason}" for m, c in exp.metrics.items() if c.reason]
         if notes:
             body.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    body.append(f"<p class='{'bad' if regressions else 'good'}'>{esc(gate)}</p>")
+    body.append(f"<p class='{cls}'>{esc(gate)}</p>")
     return _page("comparison", body)
 
 

@@ -259,7 +259,7 @@ def scatter_figure(results: list[ExperimentResult]) -> tuple[Any, str]:
         ax.set_ylabel("GPU energy per output token (J)")
         ax.legend(title="backend")
         ax.grid(True, which="both", alpha=0.3)
-        missing = [r.test_id for r in ok if r.mean("energy_per_output_token_j") is None]
+        missing = [r.key for r in ok if r.mean("energy_per_output_token_j") is None]
         caption = "Energy per output token against throughput, one series per backend; lower right is better."
         if missing:
             caption += f" Not shown (no energy): {', '.join(missing)}."
@@ -269,7 +269,7 @@ def scatter_figure(results: list[ExperimentResult]) -> tuple[Any, str]:
     backends = sorted({r.backend for r in ok})
     for i, r in enumerate(ok):
         ax.barh(i, r.mean("output_tokens_per_s"), color=f"C{backends.index(r.backend) % 10}")
-    ax.set_yticks(range(len(ok)), [r.test_id for r in ok], fontsize=8)
+    ax.set_yticks(range(len(ok)), [r.key for r in ok], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("output tokens/s (mean over cycles)")
     caption = f"Throughput only: energy is unavailable in every experiment ({energy_unavailable_reason(ok or results)})."

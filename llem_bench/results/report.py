@@ -8,6 +8,8 @@ from typing import Optional
 from llem_bench.metrics import METRICS
 from llem_bench.results.format import fmt, fmt_summary, markdown_table
 from llem_bench.results.html import render_error_html, render_report_html
+from llem_bench.results.manifest import Manifest
+from llem_bench.results.repeats import has_repeats, noise_floor
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir, utc_now, write_json_atomic, write_text_atomic
 
@@ -19,9 +21,9 @@ def summary_rows(results: list[ExperimentResult]) -> list[list[str]]:
     rows = []
     for r in results:
         if r.status != "ok":
-            rows.append([r.test_id, "FAILED", *["" for _ in TABLE_METRICS], "invalid"])
+            rows.append([r.key, "FAILED", *["" for _ in TABLE_METRICS], "invalid"])
             continue
-        rows.append([r.test_id, "ok" if not r.warnings else f"ok ({len(r.warnings)} warning(s))",
+        rows.append([r.key, "ok" if not r.warnings else f"ok ({len(r.warnings)} warning(s))",
                      *[fmt_summary(r, m) for m in TABLE_METRICS], r.validity.get("verdict", "")])
     return rows
 
@@ -38,11 +40,42 @@ def _ms(dist: dict | None, key: str) -> str:
     return fmt(dist.get(key)) if dist else "n/a"
 
 
+# The noise-floor table's columns: one metric of each collinear family (tok/s ~ req/s, J/token ~ J/request).
+NOISE_METRICS = ("output_tokens_per_s", "energy_per_output_token_j", "energy_per_output_token_net_j", "avg_power_w",
+                 "peak_power_w", "wall_time_s")
+
+
+def _cv(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def noise_floor_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """With repeats: the mean over repeats ± 95% CI, and the CV over repeats per metric and experiment
+    with the within-run cycle CV beside it (the noise a gate must allow for)."""
+    floor = noise_floor(results)
+    if not has_repeats(floor):
+        return []
+    shown = [m for m in NOISE_METRICS if any(m in e["metrics"] for e in floor.values())]
+    cv_rows, mean_rows = [], []
+    for test_id, entry in floor.items():
+        metrics = entry["metrics"]
+        n = f"{entry['repeats'] - entry['failed']}" + (f" ({entry['failed']} failed)" if entry["failed"] else "")
+        cv_rows.append([test_id, n, *[f"{_cv(metrics[m]['cv'])} (cycles {_cv(metrics[m]['cycle_cv'])})"
+                                      if m in metrics else "n/a" for m in shown]])
+        mean_rows.append([test_id, n, *[(fmt(metrics[m]["mean"]) + (f" ± {fmt(metrics[m]['ci95_high'] - metrics[m]['mean'])}"
+                                                                  if metrics[m]["ci95_high"] is not None else ""))
+                                        if m in metrics else "n/a" for m in shown]])
+    head = ["experiment", "repeats", *[f"{m} ({METRICS[m].unit})" for m in shown]]
+    return [("Run-to-run noise floor: CV over repeats (within-run cycle CV)", head[:2] + shown, cv_rows),
+            ("Mean over repeats ± 95% CI (t, n - 1 df, of the per-repeat means)", head, mean_rows)]
+
+
 def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """Latency, prefill/decode and roofline tables, for the experiments that have them."""
+    """Noise floor (with repeats), latency, prefill/decode and roofline tables, for the experiments that
+    have them."""
     ok = [r for r in results if r.status == "ok"]
-    tables = []
-    latency = [[r.test_id, _ms(r.latency.get("ttft_ms"), "p50"), _ms(r.latency.get("ttft_ms"), "p99"),
+    tables = noise_floor_tables(results)
+    latency = [[r.key, _ms(r.latency.get("ttft_ms"), "p50"), _ms(r.latency.get("ttft_ms"), "p99"),
                 _ms(r.latency.get("itl_ms"), "p50"), _ms(r.latency.get("itl_ms"), "p99"),
                 _ms(r.latency.get("e2e_latency_ms"), "p50")] for r in ok if r.latency.get("ttft_ms")]
     if latency:
@@ -54,13 +87,13 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
         if prefill or decode:
             # the runner writes prefill.energy_per_input_token_j; energy_per_token_j is the older name
             per_prompt_token = prefill.get("energy_per_input_token_j", prefill.get("energy_per_token_j"))
-            phases.append([r.test_id, fmt(prefill.get("time_s")), fmt(prefill.get("energy_j")), fmt(per_prompt_token),
+            phases.append([r.key, fmt(prefill.get("time_s")), fmt(prefill.get("energy_j")), fmt(per_prompt_token),
                            fmt(decode.get("time_s")), fmt(decode.get("energy_j")),
                            fmt(decode.get("energy_per_token_j"))])
     if phases:
         tables.append(("Prefill vs decode (per pass)", ["experiment", "prefill s", "prefill J", "prefill J/prompt token",
                                                         "decode s", "decode J", "decode J/token"], phases))
-    roofline = [[r.test_id, fmt(r.roofline.get("bandwidth_gbs")), fmt(r.roofline.get("bound_tokens_per_s")),
+    roofline = [[r.key, fmt(r.roofline.get("bandwidth_gbs")), fmt(r.roofline.get("bound_tokens_per_s")),
                  fmt(r.roofline.get("measured_decode_tokens_per_s")), f"{r.roofline['fraction']:.1%}"]
                 for r in ok if r.roofline.get("fraction") is not None]
     if roofline:
@@ -73,7 +106,7 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
         if not (r.power.get("samples") or (idle.get("resident") or {}).get("mean_power_w") is not None):
             continue
         diff = check.get("relative_difference")
-        power.append([r.test_id, fmt((idle.get("before_load") or {}).get("mean_power_w")),
+        power.append([r.key, fmt((idle.get("before_load") or {}).get("mean_power_w")),
                       fmt((idle.get("resident") or {}).get("mean_power_w")), _int(r.power.get("samples")),
                       _int(r.power.get("max_temperature_c")), ", ".join(r.power.get("throttle_reasons") or []) or "none",
                       "n/a" if diff is None else f"{diff:+.2%}" + ("" if check.get("agree", True) else " DISAGREE")])
@@ -81,11 +114,26 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
         tables.append(("Idle power and power sampling", ["experiment", "idle W (before load)", "idle W (resident)",
                                                          "samples", "max °C", "throttling",
                                                          "counter vs samples"], power))
-    validity = [[r.test_id, r.validity["verdict"], "; ".join(r.validity.get("reasons") or [])]
+    validity = [[r.key, r.validity["verdict"], "; ".join(r.validity.get("reasons") or [])]
                 for r in results if r.validity.get("verdict") in ("warning", "invalid")]
     if validity:
         tables.append(("Validity: why not valid", ["experiment", "verdict", "reasons"], validity))
     return tables
+
+
+def repeats_record(run: RunDir, results: list[ExperimentResult]) -> dict:
+    """How the repeats ran: the planned order (manifest.json), the order they ran in, and the runs that
+    loaded a model (the others reused the one loaded before them)."""
+    manifest = Manifest.read(run.path) or {}
+    ran: dict[str, list[str]] = {}
+    for r in results:
+        ran.setdefault(str(r.repeat or 1), []).append(r.key)
+    return {
+        "repeats": max((r.repeats for r in results), default=1),
+        "plan": manifest.get("plan"),
+        "ran": ran,
+        "loaded": [r.key for r in results if r.status == "ok" and r.timings.get("model_reused") is False],
+    }
 
 
 def study_summary(run: RunDir, results: list[ExperimentResult], problems: list[str]) -> dict:
@@ -96,10 +144,13 @@ def study_summary(run: RunDir, results: list[ExperimentResult], problems: list[s
         "written_at": utc_now(),
         "environment": first.environment if first else {},
         "experiments": [{
-            "test_id": r.test_id, "status": r.status, "error": r.error, "backend": r.backend,
-            "config_hash": r.config_hash, "result": f"results/{r.test_id}.json",
+            "test_id": r.test_id, "repeat": r.repeat, "status": r.status, "error": r.error, "backend": r.backend,
+            "config_hash": r.config_hash, "result": f"results/{r.key}.json",
             "means": {m: r.mean(m) for m in METRICS}, "warnings": r.warnings,
         } for r in results],
+        "repeats": repeats_record(run, results),
+        # test_id -> metric -> mean over repeats, between-repeat sd/cv, n, CI, within-run cycle CV
+        "noise_floor": noise_floor(results),
         "unreadable_results": problems,
     }
 
@@ -117,7 +168,9 @@ def render_markdown(summary: dict, results: list[ExperimentResult]) -> str:
         f"- packages: " + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items()),
         f"- experiments: {len(results)} ({sum(r.status == 'ok' for r in results)} ok)",
         "",
-        "Values are mean ± 95% CI half-width over the measured cycles; n/a means not measured (see below).",
+        "Values are mean ± 95% CI half-width over the measured cycles of one run (cycles share one process "
+        "and model load: the CI leaves out run-to-run noise; see the noise-floor table where the study has "
+        "repeats); n/a means not measured (see below).",
         "",
         markdown_table(header(), summary_rows(results)),
         "",
@@ -134,18 +187,18 @@ def report_notes(summary: dict, results: list[ExperimentResult]) -> list[str]:
     notes = []
     for r in results:
         if r.status != "ok":
-            notes.append(f"- **{r.test_id}** failed: {r.error}")
+            notes.append(f"- **{r.key}** failed: {r.error}")
             continue
         by_reason: dict[str, list[str]] = {}
         for metric, reason in r.unavailable.items():
             by_reason.setdefault(reason, []).append(f"`{metric}`")
         for reason, metrics in by_reason.items():
-            notes.append(f"- {r.test_id}: {', '.join(metrics)} unavailable: {reason}")
-        notes.extend(f"- {r.test_id}: warning: {w}" for w in r.warnings)
+            notes.append(f"- {r.key}: {', '.join(metrics)} unavailable: {reason}")
+        notes.extend(f"- {r.key}: warning: {w}" for w in r.warnings)
         if r.synthetic:
-            notes.append(f"- {r.test_id}: synthetic model (random weights of a real shape): {r.model}")
+            notes.append(f"- {r.key}: synthetic model (random weights of a real shape): {r.model}")
         if r.validity.get("verdict") == "invalid":
-            notes.append(f"- **{r.test_id}** is invalid: {'; '.join(r.validity.get('reasons', []))}")
+            notes.append(f"- **{r.key}** is invalid: {'; '.join(r.validity.get('reasons', []))}")
     notes.extend(f"- {p}" for p in summary["unreadable_results"])
     return list(dict.fromkeys(notes))
 

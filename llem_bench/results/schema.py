@@ -9,9 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 
 
+def repeat_key(test_id: str, repeat: Optional[int]) -> str:
+    return f"{test_id}-r{repeat}" if repeat is not None else test_id
+
+
 class MetricSummary(BaseModel):
     mean: float
-    std: float
+    std: Optional[float]  # None for a single value
     n: int
     cv: Optional[float]
     ci95_low: Optional[float]
@@ -25,6 +29,8 @@ class ExperimentResult(BaseModel):
     schema_version: int = SCHEMA_VERSION
     test_id: str
     config_hash: str
+    repeat: Optional[int] = Field(None, description="1-based run-level repeat (measurement.repeats); None when 1")
+    repeats: int = 1
     study: str
     run_id: str
     status: Literal["ok", "failed"]
@@ -59,6 +65,11 @@ class ExperimentResult(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     started_at: str
     finished_at: Optional[str] = None
+
+    @property
+    def key(self) -> str:
+        """The pytest param id and result file name: `<test_id>-r<k>` for repeat k, else the test id."""
+        return repeat_key(self.test_id, self.repeat)
 
     def mean(self, metric: str) -> Optional[float]:
         summary = self.metrics.get(metric)

@@ -62,11 +62,12 @@ class RunDir:
     def results_dir(self) -> Path:
         return self.path / "results"
 
-    def result_path(self, test_id: str) -> Path:
-        return self.results_dir / f"{test_id}.json"
+    def result_path(self, key: str) -> Path:
+        """key: the run's key, `<test_id>` or `<test_id>-r<k>` with repeats (ExperimentResult.key)."""
+        return self.results_dir / f"{key}.json"
 
     def write_result(self, result: ExperimentResult) -> Path:
-        path = self.result_path(result.test_id)
+        path = self.result_path(result.key)
         write_json_atomic(path, result.model_dump(mode="json"))
         return path
 

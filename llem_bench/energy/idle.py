@@ -81,7 +81,7 @@ def wait_until_quiet(sampler: Any, min_quiet_s: float = MIN_QUIET_S, max_s: floa
         now = time.perf_counter()
         if now - quiet_from >= min_quiet_s:
             field, points = tick_power(sampler.snapshot(), now - 2 * PLATEAU_STEP_S - 0.05, now)
-            plateau = plateaued(points, now)
+            plateau = plateaued(points, now, PLATEAU_STEP_S)
             if plateau or now - start >= max_s:
                 break
         time.sleep(poll_s)

@@ -45,7 +45,8 @@ def test_roofline_of_llama_1b_on_an_h100():
 
 def test_validity_verdicts():
     ok = dict(energy_available=True, energy_reason=None, token_ok=True, cvs={"x": 0.01}, window_s=10,
-              throttling=[], cross_check={"agree": True}, other_processes=[])
+              throttle_fraction={}, cross_check={"agree": True}, other_processes=[], warmup={"stable": True},
+              cycles=3)
     assert verdict(**ok) == {"verdict": "valid", "reasons": []}
     assert verdict(**{**ok, "window_s": 1})["verdict"] == "warning"
     assert verdict(**{**ok, "cvs": {"x": 0.5}})["verdict"] == "invalid"
@@ -60,3 +61,37 @@ def test_reference_tier_requires_long_windows():
     with pytest.raises(ConfigError, match="tier: reference needs min_window_s >= 30 and cycles >= 5"):
         parse_study({"study": "s", "measurement": {"tier": "reference"}})
     parse_study({"study": "s", "measurement": {"tier": "reference", "min_window_s": 30, "cycles": 5}})
+
+
+def test_validity_needs_a_stable_warmup_two_cycles_and_a_meaningful_net():
+    ok = dict(energy_available=True, energy_reason=None, token_ok=True, cvs={"x": 0.01}, window_s=10,
+              throttle_fraction={}, cross_check={"agree": True}, other_processes=[], warmup={"stable": True},
+              cycles=3)
+    assert verdict(**{**ok, "cycles": 1})["verdict"] == "invalid"
+    assert verdict(**{**ok, "cycles": 2})["verdict"] == "warning"
+    unstable = verdict(**{**ok, "warmup": {"stable": False, "cv_last3": 0.477}})
+    assert unstable["verdict"] == "warning" and "47.7%" in unstable["reasons"][0]
+    unchecked = verdict(**{**ok, "warmup": {"stable": None, "note": "stability not checked: max_runs 2 < 4"}})
+    assert unchecked["verdict"] == "warning" and "max_runs 2" in unchecked["reasons"][0]
+    assert verdict(**{**ok, "net_flag": "net energy is 3.0% of gross"})["verdict"] == "warning"
+    # One throttled 100 ms sample in a window is not a throttled window; 10% of the samples is.
+    assert verdict(**{**ok, "throttle_fraction": {"sw_power_cap": 0.01}})["verdict"] == "valid"
+    capped = verdict(**{**ok, "throttle_fraction": {"sw_power_cap": 0.10}})
+    assert capped["verdict"] == "warning" and "sw_power_cap 10% of samples" in capped["reasons"][0]
+
+
+def test_gh200_is_not_read_as_h200_and_device_map_counts_one_gpu():
+    assert bandwidth_gbs("NVIDIA GH200 480GB") == 4000 and bandwidth_gbs("NVIDIA H200") == 4800
+    assert bandwidth_gbs("NVIDIA H100 NVL") == 3900
+    shape = {"parameters": 1_000_000_000, "bytes_per_param": 2, "layers": 16, "kv_heads": 8, "head_dim": 64}
+    gpus = ["NVIDIA H100 80GB HBM3"] * 2
+    tp = decode_roofline(shape, gpus, 1, 10, 100)
+    layers = decode_roofline(shape, gpus, 1, 10, 100, layer_sequential=True)
+    assert tp["bandwidth_gbs"] == 6700 and layers["bandwidth_gbs"] == 3350
+    assert layers["bound_tokens_per_s"] == pytest.approx(tp["bound_tokens_per_s"] / 2)
+
+
+def test_warmup_config_that_can_never_reach_stability_is_an_error_naming_the_field():
+    with pytest.raises(ConfigError, match="max_runs"):
+        parse_study({"study": "s", "measurement": {"warmup": {"min_runs": 1, "max_runs": 3}}})
+    parse_study({"study": "s", "measurement": {"warmup": {"min_runs": 2, "max_runs": 2}}})  # fixed: allowed

@@ -98,3 +98,12 @@ def test_eos_counting_stops_at_the_first_eos_unless_ignored():
     assert _generated_length([5, 6, 1, 2, 2], eos=1, ignore_eos=False) == 3
     assert _generated_length([5, 6, 1, 2, 2], eos=1, ignore_eos=True) == 5
     assert _generated_length([5, 6, 7], eos=1, ignore_eos=False) == 3
+
+
+def test_a_row_padded_after_an_early_stop_counts_its_own_tokens_not_the_batch_width():
+    # Review 2.1: under ignore_eos a row stopped early (e.g. a stop string) is padded to the batch width.
+    assert _generated_length([5, 6, 9, 0, 0], eos=1, ignore_eos=True, pad=0) == 3
+    assert _generated_length([5, 6, 1, 1, 1], eos=1, ignore_eos=True, pad=1) == 2  # pad == EOS: all padding
+    assert _generated_length([5, 6, 7, 8, 0], eos=1, ignore_eos=True, pad=0) == 5  # one trailing pad: ambiguous, kept
+    assert _generated_length([5, 6, 7, 8, 9], eos=1, ignore_eos=True, pad=0) == 5
+    assert _generated_length([5, 6, 2, 0, 0], eos=1, ignore_eos=False, pad=0) == 3  # no EOS: trailing pads stripped

@@ -104,7 +104,8 @@ class PyTorchBackend:
                     streamer=streamer, assistant_model=self.assistant,
                 )
                 new = out[:, input_ids.shape[1]:].tolist()
-                counts.extend(_generated_length(row, eos, self.config.workload.ignore_eos) for row in new)
+                counts.extend(_generated_length(row, eos, self.config.workload.ignore_eos, self.tokenizer.pad_token_id)
+                              for row in new)
         return PassOutput(output_tokens=counts)
 
     def model_shape(self) -> dict[str, Any]:
@@ -124,8 +125,13 @@ class PyTorchBackend:
     def synchronize(self) -> None:
         import torch
 
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        # Every GPU the model is on: with device_map, synchronize() alone waits for the current device only.
+        # (The device set is cached per model: walking every parameter after each pass would cost time.)
+        cached = getattr(self, "_sync_ordinals", None)
+        if cached is None or cached[0] is not self.model:
+            self._sync_ordinals = cached = (self.model, self.cuda_ordinals())
+        for ordinal in cached[1]:
+            torch.cuda.synchronize(ordinal)
 
     def cuda_ordinals(self) -> list[int]:
         if not self.device.startswith("cuda"):
@@ -297,9 +303,21 @@ def _left_pad(batch: list[list[int]], pad_id: int, device: Any):
     return ids.to(device), mask.to(device)
 
 
-def _generated_length(row: list[int], eos: Optional[int], ignore_eos: bool) -> int:
-    """Generated tokens of one row: up to and including the first EOS unless EOS is ignored;
-    anything after it is padding, not output."""
-    if ignore_eos or eos is None or eos not in row:
+def _generated_length(row: list[int], eos: Optional[int], ignore_eos: bool, pad: Optional[int] = None) -> int:
+    """Generated tokens of one row, never the batch width: generate() pads a row that finished early
+    (EOS, stop strings) up to the batch's width with `pad`, so that padding is not output.
+    Up to and including the first EOS unless EOS is ignored; then the trailing run of pad tokens is
+    stripped. A single trailing pad that differs from EOS is ambiguous (the model may have produced that
+    token) and counts as generated; with pad == EOS under ignore_eos, EOS cannot be generated, so any
+    trailing EOS is padding."""
+    if not ignore_eos and eos is not None and eos in row:
+        return row.index(eos) + 1
+    if pad is None:
         return len(row)
-    return row.index(eos) + 1
+    run = len(row)
+    while run > 0 and row[run - 1] == pad:
+        run -= 1
+    trailing = len(row) - run
+    if trailing == 0 or (trailing == 1 and pad != eos):
+        return len(row)
+    return run

@@ -60,10 +60,18 @@ class DecodingConfig(StrictModel):
         return self
 
 
+# The stability check looks at the last 3 pass times and never the cold first one (runner's warmup).
+STABILITY_MIN_RUNS = 4
+
+
 class WarmupConfig(StrictModel):
     min_runs: int = knob(1, "Full-shape warmup passes always run.", ge=1)
-    max_runs: int = knob(5, "Cap on warmup passes; reaching it without stability is a warning.", ge=1)
-    cv_target: float = knob(0.05, "Stop warming up once the CV of the last 3 pass times is below this.", gt=0)
+    max_runs: int = knob(
+        8, "Cap on warmup passes. The stability check skips the cold first pass, so it needs max_runs >= "
+        f"{STABILITY_MIN_RUNS}; reaching the cap without stability, or a fixed warmup (max_runs == min_runs "
+        f"< {STABILITY_MIN_RUNS}), makes the verdict a warning.", ge=1)
+    cv_target: float = knob(0.05, "Stop warming up once the CV of the last 3 pass times (never the first "
+                            "pass) is below this.", gt=0)
     output_tokens: Optional[int] = knob(
         None, "Tokens per request in warmup passes; None = the measured length (full shape). A shorter "
         "warmup is only for demonstrating the warmup trap: the result warns.", ge=1,
@@ -73,6 +81,12 @@ class WarmupConfig(StrictModel):
     def _order(self) -> "WarmupConfig":
         if self.max_runs < self.min_runs:
             raise ValueError(f"max_runs ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+        if self.min_runs < self.max_runs < STABILITY_MIN_RUNS:
+            raise ValueError(
+                f"max_runs ({self.max_runs}) leaves the stability check no chance: it needs 3 pass times after "
+                f"the cold first pass (max_runs >= {STABILITY_MIN_RUNS}). Raise measurement.warmup.max_runs to "
+                f">= {STABILITY_MIN_RUNS}, or set max_runs == min_runs for a fixed, unchecked warmup (the "
+                "verdict then says so)")
         return self
 
 
@@ -82,7 +96,8 @@ RUN_LEVEL_MEASUREMENT = ("repeats", "repeat_seed")
 
 
 class MeasurementConfig(StrictModel):
-    cycles: int = knob(3, "Measured cycles; statistics (mean, std, 95% CI) are over these.", ge=1)
+    cycles: int = knob(3, "Measured cycles; statistics (mean, std, 95% CI) are over these. Fewer than 2 "
+                       "cannot give a valid verdict (no spread).", ge=1)
     repeats: int = knob(
         1, "Run the whole study this many times (run-level repeats, each in a freshly shuffled order and "
         "re-warmed); the gate needs >= 2 to measure run-to-run noise. Study level only.", ge=1,
@@ -105,7 +120,9 @@ class MeasurementConfig(StrictModel):
         "(GPU only); net energy subtracts the resident idle power.", ge=0,
     )
     sampler_interval_s: float = knob(
-        0.05, "NVML power/clock/temperature/throttle sampling interval; 0 turns the sampler off.", ge=0,
+        0.1, "NVML power/clock/temperature/throttle sampling interval; 0 turns the sampler off. The NVML "
+        "power fields and energy counter update about every 100 ms, so shorter intervals mostly repeat values.",
+        ge=0,
     )
     latency: bool = knob(True, "Run one streaming pass after the cycles for TTFT / inter-token latency.")
     phases: bool = knob(True, "Measure a prefill-only window to split prefill and decode time and energy.")

@@ -249,21 +249,34 @@ def _gpu_window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, A
         ct, ce = [t for t, _ in counter], [e for _, e in counter]
         counter_j = (_interp(ct, ce, t1) - _interp(ct, ce, t0)) / 1000.0
     powers, sm, temps = values("power_w"), values("sm_clock_mhz"), values("temperature_c")
+    instants = values("power_instant_w")
     reasons: list[str] = []
-    for mask in values("throttle_mask"):
-        reasons += [n for n in decode_throttle_reasons(mask, throttling_only=True) if n not in reasons]
+    masks = values("throttle_mask")
+    throttled: dict[str, int] = {}
+    for mask in masks:
+        for name in decode_throttle_reasons(mask, throttling_only=True):
+            throttled[name] = throttled.get(name, 0) + 1
+            if name not in reasons:
+                reasons.append(name)
     duration = t1 - t0
+    # The NVML fields update about every 100 ms: count distinct consecutive values, not rows.
+    tracked = "energy_mj" if any(r["energy_mj"] is not None for r in inside) else "power_w"
+    changes = [b["t"] for a, b in zip(inside, inside[1:]) if b[tracked] is not None and b[tracked] != a[tracked]]
     return {
         "energy_j": energy,
         "reason": None if energy is not None else "power samples do not cover the window",
         # Time-weighted mean (energy / time), not the mean of samples, so uneven ticks don't bias it.
         "mean_power_w": energy / duration if energy is not None and duration > 0 else None,
         "max_power_w": max(powers) if powers else None,
+        "max_instant_power_w": max(instants) if instants else None,
         "mean_sm_clock_mhz": sum(sm) / len(sm) if sm else None,
         "max_temperature_c": max(temps) if temps else None,
         "throttle_reasons": reasons,
+        # Share of the window's samples with each throttling reason set (one 100 ms blip is not a throttled window).
+        "throttle_fraction": {name: n / len(masks) for name, n in throttled.items()},
         "samples": len(inside),
-        "effective_interval_s": (inside[-1]["t"] - inside[0]["t"]) / (len(inside) - 1) if len(inside) > 1 else None,
+        "effective_interval_s": (changes[-1] - changes[0]) / (len(changes) - 1) if len(changes) > 1 else None,
+        "effective_interval_field": tracked,
         # Measured on an H100 (driver 580), vs the counter: the averaged power_w lags ~1 s (-4% on a
         # 10 s window starting from idle, -13% on 3 s) but follows bursty load; the instant field
         # is within 1% on steady load but aliases on bursty load (-17% with 0.15 s on/off). Hence
@@ -281,17 +294,27 @@ def summarize_window(samples: Samples, t0: float, t1: float) -> dict[str, Any]:
     total_j = sum(energies) if parts and None not in energies else None
     # Total power per tick: the GPUs of one tick are read within microseconds of each other.
     by_tick: dict[int, float] = {}
+    instant_by_tick: dict[int, list] = {}  # tick -> [sum, GPUs that answered]
     for r in samples.rows:
         if t0 <= r["t"] <= t1 and r["power_w"] is not None:
             by_tick[r["tick"]] = by_tick.get(r["tick"], 0.0) + r["power_w"]
+        if t0 <= r["t"] <= t1 and r.get("power_instant_w") is not None:
+            entry = instant_by_tick.setdefault(r["tick"], [0.0, 0])
+            entry[0] += r["power_instant_w"]
+            entry[1] += 1
+    # Only ticks where every GPU answered, so a sum never leaves out a GPU.
+    complete = [total for total, n in instant_by_tick.values() if n == len(parts)]
     counters = [g["counter_energy_j"] for g in parts]
     temps = [g["max_temperature_c"] for g in parts if g["max_temperature_c"] is not None]
     total = {
         "energy_j": total_j,
         "mean_power_w": total_j / (t1 - t0) if total_j is not None and t1 > t0 else None,
-        "max_power_w": max(by_tick.values()) if by_tick else None,
+        "max_power_w": max(by_tick.values()) if by_tick else None,  # peak of the ~1 s averaged field
+        "max_instant_power_w": max(complete) if complete else None,
         "max_temperature_c": max(temps) if temps else None,
         "throttle_reasons": sorted({n for g in parts for n in g["throttle_reasons"]}),
+        "throttle_fraction": {n: max(g["throttle_fraction"].get(n, 0.0) for g in parts)
+                              for n in sorted({n for g in parts for n in g["throttle_fraction"]})},
         "samples": sum(g["samples"] for g in parts),
         "counter_energy_j": sum(counters) if parts and None not in counters else None,
     }

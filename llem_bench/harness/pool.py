@@ -7,6 +7,7 @@ from typing import Optional
 
 from llem_bench.backends import Backend, create_backend, load_key
 from llem_bench.config.experiment import ExperimentConfig
+from llem_bench.energy.idle import note_gpu_work
 
 
 class BackendPool:
@@ -31,6 +32,7 @@ class BackendPool:
                 backend.close()
                 raise
             load_s = time.perf_counter() - start
+            note_gpu_work()  # loading puts weights on the GPU: resident idle waits from here
             self._key, self._backend = key, backend
         assert self._backend is not None
         self._backend.configure(config)
@@ -39,11 +41,13 @@ class BackendPool:
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
+            note_gpu_work()
         self._key, self._backend = None, None
 
 
 def _idle_before_load(config: ExperimentConfig) -> Optional[dict]:
-    """Idle power of every GPU this process sees, before anything is loaded on them."""
+    """Idle power before anything is loaded. Which GPUs the experiment will use is only known once the
+    backend has placed the model, so this covers every GPU the process sees, and says so."""
     measurement = config.measurement
     if measurement.energy == "none" or measurement.baseline_idle_s <= 0 or measurement.sampler_interval_s <= 0:
         return None
@@ -57,4 +61,4 @@ def _idle_before_load(config: ExperimentConfig) -> Optional[dict]:
     if not handles:
         return None
     idle = measure_idle(handles, measurement.baseline_idle_s, measurement.sampler_interval_s)
-    return {**idle, "gpus": sorted(handles)}
+    return {**idle, "gpus": sorted(handles), "scope": f"all visible GPUs ({len(handles)})"}

@@ -16,28 +16,32 @@ BANDWIDTH_GBS = [
 
 
 def bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:
-    for key, gbs in BANDWIDTH_GBS:
-        if gpu_name and key.lower() in gpu_name.lower():
-            return float(gbs)
-    return None
+    """The longest matching key wins, so "GH200" is not read as "H200" nor "H100 NVL" as "H100"."""
+    matches = [(len(key), gbs) for key, gbs in BANDWIDTH_GBS if gpu_name and key.lower() in gpu_name.lower()]
+    return float(max(matches)[1]) if matches else None
 
 
 def decode_roofline(shape: dict[str, Any], gpu_names: list[str], batch: int, avg_context: float,
-                    measured_decode_tokens_per_s: Optional[float]) -> dict[str, Any]:
+                    measured_decode_tokens_per_s: Optional[float], layer_sequential: bool = False,
+                    no_measurement_reason: str = "decode throughput not measured (phases off?)") -> dict[str, Any]:
+    """`layer_sequential`: the GPUs hold consecutive layers and run one at a time (PyTorch device_map),
+    so only one GPU's bandwidth counts; otherwise (tensor parallel) the bandwidths add up."""
     if not gpu_names:
         return {"fraction": None, "reason": "no GPU: the roofline is a GPU memory-bandwidth bound"}
     per_gpu = [bandwidth_gbs(n) for n in gpu_names]
     if None in per_gpu:
         return {"fraction": None, "reason": f"bandwidth of {gpu_names} not in the table (llem_bench/harness/roofline.py)"}
-    bandwidth = sum(per_gpu) * 1e9
+    bandwidth = (max(per_gpu) if layer_sequential else sum(per_gpu)) * 1e9
     weight_bytes = shape["parameters"] * shape["bytes_per_param"]
     kv_bytes = 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * shape["bytes_per_param"] * batch * avg_context
     bytes_per_step = weight_bytes + kv_bytes
     bound = batch * bandwidth / bytes_per_step
     return {
-        "bandwidth_gbs": bandwidth / 1e9, "gpus": gpu_names, "batch": batch, "avg_context_tokens": avg_context,
+        "bandwidth_gbs": bandwidth / 1e9, "gpus": gpu_names,
+        "bandwidth_basis": "one GPU at a time (layers split across GPUs)" if layer_sequential and len(gpu_names) > 1
+        else "sum over the GPUs", "batch": batch, "avg_context_tokens": avg_context,
         "weight_bytes": weight_bytes, "kv_bytes_per_step": kv_bytes, "bytes_per_step": bytes_per_step,
         "bound_tokens_per_s": bound, "measured_decode_tokens_per_s": measured_decode_tokens_per_s,
         "fraction": measured_decode_tokens_per_s / bound if measured_decode_tokens_per_s else None,
-        "reason": None if measured_decode_tokens_per_s else "decode throughput not measured (phases off?)",
+        "reason": None if measured_decode_tokens_per_s else no_measurement_reason,
     }

@@ -8,6 +8,7 @@ sampler runs throughout, so every window can be checked against the samples.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Callable, Optional
 
 from llem_bench.backends.base import Backend
 from llem_bench.config.study import Experiment
+from llem_bench.energy.idle import note_gpu_work, settle_and_measure
 from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
 from llem_bench.metrics import ENERGY_METRICS, METRICS, cycle_metrics
@@ -29,7 +31,9 @@ from llem_bench.workload.prompts import Workload, prepare_workload
 from llem_bench.workload.synthetic import checkpoint_dir, is_synthetic
 
 # Throughput variants share one denominator (window time): warn about spread once, on the headline.
-CV_CHECKED = ("output_tokens_per_s", "energy_per_output_token_j")
+# The net metric is checked too: it is a small difference of two large numbers and can be noisy alone.
+CV_CHECKED = ("output_tokens_per_s", "energy_per_output_token_j", "energy_per_output_token_net_j")
+NET_SHARE_MIN = 0.05  # a net under 5% of gross is within what the idle baseline's error can move
 
 
 def log(message: str) -> None:
@@ -72,16 +76,18 @@ def run_experiment(
     prep_s = time.perf_counter() - prep_start
     probe = Probe(backend, measurement.sampler_interval_s)
     meter = _make_meter(meter_factory, backend, probe)
+    _warn_duplicate_prompts(workload, warnings)
     try:
         idle_resident = _idle_resident(probe, measurement.baseline_idle_s)
         offline = measure_offline(backend, workload, meter, probe, measurement, warnings,
                                   progress=lambda message: log(f"{experiment.key}: {message}"))
         warmup, cycles, latency = offline.warmup, offline.cycles, offline.latency
     finally:
+        note_gpu_work()  # the next idle window waits from here
         samples = probe.sampler.stop() if probe.sampler else None
 
-    power = _power_summary(samples, cycles, probe.reason)
-    idle_w = (idle_resident or {}).get("mean_power_w")
+    power = _power_summary(samples, cycles, probe.reason, meter.source)
+    idle_w = (idle_resident or {}).get("mean_power_w") if meter.available else None
     for cycle in cycles:
         cycle.update(cycle_metrics(
             wall_time_s=cycle["wall_time_s"], input_tokens=cycle["input_tokens"], output_tokens=cycle["output_tokens"],
@@ -89,18 +95,21 @@ def run_experiment(
             idle_power_w=idle_w, peak_power_w=cycle.get("peak_power_w")))
     token_check = check_tokens(config.workload.ignore_eos, workload, offline.observed_counts, warnings)
     metrics, unavailable = _summaries(cycles, meter.reason, idle_w is not None, samples is not None)
+    net = _net_energy(metrics, cycles, idle_resident, warnings)
     for name in CV_CHECKED:
         summary = metrics[name]
         if summary and summary.cv is not None and summary.cv > 0.05:
             warnings.append(f"{name}: CV {summary.cv:.1%} across cycles is above 5%")
-    phases = split_phases(offline.prefill, cycles, workload, meter.reason)
+    phases = split_phases(offline.prefill, cycles, workload, meter.reason, backend.name)
     _, peak_method = backend.peak_memory_mb()
     timeseries = _write_timeseries(samples, timeseries_dir, experiment.key)
     validity = verdict(
         energy_available=meter.available, energy_reason=meter.reason, token_ok=token_check["ok"],
         cvs={n: metrics[n].cv if metrics[n] else None for n in CV_CHECKED},
-        window_s=min(c["wall_time_s"] for c in cycles), throttling=power.get("throttle_reasons", []),
+        window_s=min(c["wall_time_s"] for c in cycles), throttle_fraction=power.get("throttle_fraction", {}),
         cross_check=power.get("cross_check"), other_processes=_foreign_processes(meter),
+        warmup=warmup, cycles=len(cycles), net_flag=net.get("flag"),
+        trend=_cycle_trend([c["output_tokens_per_s"] for c in cycles]),
     )
     return ExperimentResult(
         **base_result(experiment, run_id, started_at),
@@ -117,8 +126,7 @@ def run_experiment(
                  "warmup_s": round(sum(warmup["times_s"]), 3)},
         token_check=token_check,
         peak_memory_method=peak_method,
-        idle={"before_load": idle_before_load, "resident": idle_resident,
-              "net_method": "energy - resident idle power x window time" if idle_w is not None else None,
+        idle={"before_load": idle_before_load, "resident": idle_resident, **net,
               "reason": None if idle_resident else _idle_reason(probe, measurement.baseline_idle_s)},
         power=power,
         latency=latency,
@@ -137,15 +145,64 @@ def _make_meter(meter_factory: Callable[..., EnergyMeter], backend: Backend, pro
 
 
 def _idle_resident(probe: Probe, seconds: float) -> Optional[dict]:
+    """Idle power with the model resident, from the energy counter after power stopped falling."""
     if probe.sampler is None or seconds <= 0:
         return None
-    from llem_bench.energy.idle import idle_from_window
+    return settle_and_measure(probe.sampler, seconds)
 
-    t0 = probe.mark("idle_start")
-    time.sleep(seconds)  # the idle measurement interval itself
-    t1 = probe.mark("idle_end")
-    probe.sampler.wait_for_sample_after(t1)
-    return idle_from_window(probe.sampler.snapshot(), t0, t1)
+
+def _net_energy(metrics: dict, cycles: list[dict], idle: Optional[dict], warnings: list[str]) -> dict[str, Any]:
+    """Widen the net metric's CI by the idle baseline's uncertainty and flag a net that means little.
+
+    The same idle power is subtracted from every cycle, so its error is systematic: it does not shrink
+    with more cycles and adds to the cycle spread instead of averaging out:
+        half-width = sqrt(h_cycles^2 + (u_idle x mean(window_s / output_tokens))^2)
+    """
+    name = "energy_per_output_token_net_j"
+    summary, gross = metrics.get(name), metrics.get("energy_per_output_token_j")
+    if summary is None or idle is None:
+        return {"net_method": None}
+    u_idle = idle.get("uncertainty_w") or 0.0
+    idle_term = u_idle * sum(c["wall_time_s"] / c["output_tokens"] for c in cycles) / len(cycles)
+    out: dict[str, Any] = {
+        "net_method": "energy - resident idle power x window time (idle from the same energy counter)",
+        "net_ci_method": "half-width = sqrt(cycle CI half-width^2 + (idle uncertainty W x mean window s / "
+                         "output tokens)^2): the idle error is the same in every cycle",
+        "net_idle_term_j": idle_term,
+    }
+    if summary.ci95_low is not None:
+        half = math.hypot((summary.ci95_high - summary.ci95_low) / 2, idle_term)
+        summary.ci95_low, summary.ci95_high = summary.mean - half, summary.mean + half
+    share = summary.mean / gross.mean if gross and gross.mean else None
+    out["net_share_of_gross"] = share
+    if share is not None and share <= 0:
+        out["flag"] = f"net energy is not positive ({summary.mean:.4g} J/token): the idle baseline is above the load"
+    elif share is not None and share < NET_SHARE_MIN:
+        out["flag"] = (f"net energy is {share:.1%} of gross (< {NET_SHARE_MIN:.0%}): within what the idle "
+                       "baseline's error can move; read the gross number")
+    if out.get("flag"):
+        warnings.append(out["flag"])
+    return out
+
+
+def _cycle_trend(values: list[float]) -> Optional[str]:
+    """A monotonic drift across >= 3 cycles larger than the 5% CV limit: the warmup did not finish."""
+    if len(values) < 3:
+        return None
+    rising = all(b > a for a, b in zip(values, values[1:]))
+    falling = all(b < a for a, b in zip(values, values[1:]))
+    change = (values[-1] - values[0]) / (sum(values) / len(values))
+    if (rising or falling) and abs(change) > 0.05:
+        return f"output tok/s drifts {change:+.1%} monotonically over the {len(values)} cycles (not warmed up?)"
+    return None
+
+
+def _warn_duplicate_prompts(workload: Workload, warnings: list[str]) -> None:
+    distinct = len({tuple(p) for p in workload.prompt_token_ids})
+    if distinct < workload.num_requests:
+        warnings.append(f"{workload.num_requests - distinct} of {workload.num_requests} prompts repeat (the prompt "
+                        "source has fewer distinct prompts): with a prefix cache (vLLM) the repeats skip prefill "
+                        "inside a pass")
 
 
 def _idle_reason(probe: Probe, seconds: float) -> str:
@@ -157,33 +214,53 @@ def _roofline(backend: Backend, workload: Workload, meter: EnergyMeter, phases: 
         return {"fraction": None, "reason": f"the {backend.name} backend does not report its model shape"}
     names = [g.get("name") for g in meter.describe().get("gpus", [])]
     avg_context = workload.input_tokens / workload.num_requests + workload.output_tokens / 2
-    decode_tps = phases.get("decode", {}).get("tokens_per_s")
-    return decode_roofline(backend.model_shape(), names, backend.decode_batch(workload), avg_context, decode_tps)
+    decode = phases.get("decode", {})
+    reason = decode.get("reason") or phases.get("reason") or "decode throughput not measured"
+    return decode_roofline(backend.model_shape(), names, backend.decode_batch(workload), avg_context,
+                           decode.get("tokens_per_s"), layer_sequential=backend.name == "pytorch",
+                           no_measurement_reason=f"decode throughput not measured: {reason}")
 
 
-def _power_summary(samples: Any, cycles: list[dict], reason: Optional[str]) -> dict[str, Any]:
+def _power_summary(samples: Any, cycles: list[dict], reason: Optional[str], meter_source: str) -> dict[str, Any]:
     if samples is None:
         return {"reason": f"no power sampler: {reason}"}
-    from llem_bench.energy.sampler import summarize_window
+    from llem_bench.energy.sampler import cross_check, summarize_window
 
     windows = []
     for i, cycle in enumerate(cycles):
         window = summarize_window(samples, samples.mark_time("window_start", i), samples.mark_time("window_end", i))
-        cycle["peak_power_w"] = window["total"]["max_power_w"]
-        cycle["sampled_energy_j"] = window["total"]["energy_j"]
-        cycle["cross_check"] = window["total"]["cross_check"]
-        windows.append(window["total"])
+        total = window["total"]
+        # Peak from the instantaneous field where every GPU has it; the ~1 s average flattens spikes.
+        instant = total["max_instant_power_w"]
+        cycle["peak_power_w"] = instant if instant is not None else total["max_power_w"]
+        cycle["peak_power_1s_avg_w"] = total["max_power_w"]
+        cycle["sampled_energy_j"] = total["energy_j"]
+        cycle["cross_check"] = total["cross_check"]
+        windows.append(total)
+    all_instant = bool(windows) and None not in [w["max_instant_power_w"] for w in windows]
     counter = [c["energy_j"] for c in cycles]
     sampled = [w["energy_j"] for w in windows]
-    from llem_bench.energy.sampler import cross_check
-
-    both = None not in counter and None not in sampled
+    same_source = meter_source == "nvml_power_samples"
+    both = None not in counter and None not in sampled and not same_source
+    skipped = {"relative_difference": None, "agree": None, "reason": "same source: the energy is the integrated "
+               "power samples (no energy counter), so comparing them with themselves cannot fail"}
+    if same_source:
+        for cycle in cycles:
+            cycle["cross_check"] = skipped
+    fractions: dict[str, float] = {}
+    for w in windows:
+        for name, share in w["throttle_fraction"].items():
+            fractions[name] = max(fractions.get(name, 0.0), share)
     return {
         "interval_s": samples.interval_s, "samples": len(samples.rows), "errors": samples.errors,
+        "peak_power_field": "power_instant_w (NVML_FI_DEV_POWER_INSTANT)" if all_instant
+        else "power_w (nvmlDeviceGetPowerUsage, a ~1 s average: the driver has no instantaneous field)",
+        "peak_power_1s_avg_w": max((w["max_power_w"] for w in windows if w["max_power_w"] is not None), default=None),
         "throttle_reasons": sorted({r for w in windows for r in w["throttle_reasons"]}),
+        "throttle_fraction": fractions,
         "max_temperature_c": max((w["max_temperature_c"] for w in windows if w["max_temperature_c"] is not None),
                                  default=None),
-        "cross_check": cross_check(sum(counter), sum(sampled)) if both else None,
+        "cross_check": skipped if same_source else cross_check(sum(counter), sum(sampled)) if both else None,
         "cross_check_instant": cross_check(sum(counter), sum(w["instant_energy_j"] for w in windows))
         if both and None not in [w["instant_energy_j"] for w in windows] else None,
     }

@@ -7,13 +7,32 @@ from typing import Any, Optional
 HIGH_CV = 0.05
 INVALID_CV = 0.25
 SHORT_WINDOW_S = 5.0
+MIN_CYCLES = 2  # below this there is no spread, so no CI and no CV: never a valid measurement
+THROTTLE_WARN = 0.05  # share of a window's samples with a throttling reason that makes it a warning
 
 
 def verdict(*, energy_available: bool, energy_reason: Optional[str], token_ok: bool, cvs: dict[str, Optional[float]],
-            window_s: float, throttling: list[str], cross_check: Optional[dict], other_processes: list[str]) -> dict[str, Any]:
+            window_s: float, throttle_fraction: dict[str, float], cross_check: Optional[dict],
+            other_processes: list[str], warmup: Optional[dict], cycles: int,
+            net_flag: Optional[str] = None, trend: Optional[str] = None) -> dict[str, Any]:
     invalid, warning = [], []
     if not token_ok:
         invalid.append("token counts do not match the plan")
+    if cycles < MIN_CYCLES:
+        invalid.append(f"{cycles} measured cycle: no spread, so no CI or CV (measurement.cycles >= {MIN_CYCLES})")
+    elif cycles == 2:
+        warning.append("2 cycles: the 95% CI uses t = 12.7 and the CV is one difference (measurement.cycles >= 3)")
+    if warmup is not None:
+        if warmup.get("stable") is False:
+            cv_last3 = warmup.get("cv_last3")
+            warning.append("warmup did not stabilise" + (f" (CV of the last 3 pass times {cv_last3:.1%})"
+                                                          if cv_last3 is not None else ""))
+        elif warmup.get("stable") is None:
+            warning.append(f"warmup stability not checked ({warmup.get('note') or 'no check'})")
+    if trend:
+        warning.append(trend)
+    if net_flag:
+        warning.append(net_flag)
     if not energy_available:
         warning.append(f"energy unavailable: {energy_reason}")
     elif window_s < SHORT_WINDOW_S:
@@ -26,8 +45,10 @@ def verdict(*, energy_available: bool, energy_reason: Optional[str], token_ok: b
             invalid.append(f"{name} CV {cv:.1%} across cycles (> {INVALID_CV:.0%})")
         elif cv > HIGH_CV:
             warning.append(f"{name} CV {cv:.1%} across cycles (> {HIGH_CV:.0%})")
-    if throttling:
-        warning.append(f"GPU throttled in the measured windows: {', '.join(throttling)}")
+    throttled = {name: share for name, share in throttle_fraction.items() if share >= THROTTLE_WARN}
+    if throttled:
+        warning.append("GPU throttled in the measured windows: " +
+                       ", ".join(f"{name} {share:.0%} of samples" for name, share in sorted(throttled.items())))
     if cross_check and cross_check.get("agree") is False:
         warning.append(f"energy counter and integrated power samples disagree by "
                        f"{cross_check['relative_difference']:+.1%} (> {cross_check['threshold']:.0%})")

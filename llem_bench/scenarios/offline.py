@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, Optional
 
 from llem_bench.backends.base import Backend
+from llem_bench.config.experiment import STABILITY_MIN_RUNS
 from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
 from llem_bench.harness.latency import summarize_requests
@@ -47,7 +48,11 @@ def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, pr
 
 
 def _warm_up(backend: Backend, workload: Workload, spec: Any, warnings: list[str]) -> dict[str, Any]:
-    """Whole-workload passes (the exact shapes that will be measured) until pass times settle."""
+    """Whole-workload passes (the exact shapes that will be measured) until pass times settle.
+
+    Stability = CV of the last 3 pass times <= cv_target, never counting the cold first pass (it pays
+    for allocation, compilation, cache fills and would keep the CV high forever), and no trend: the
+    last pass may not be slower or faster than the first of the three by more than cv_target."""
     times: list[float] = []
     stable: Optional[bool] = None
     if spec.output_tokens is not None and spec.output_tokens != workload.output_tokens:
@@ -61,16 +66,28 @@ def _warm_up(backend: Backend, workload: Workload, spec: Any, warnings: list[str
         backend.run_pass(workload)
         backend.synchronize()
         times.append(time.perf_counter() - start)
-        if len(times) >= max(spec.min_runs, 3) and (cv(times[-3:]) or 0.0) <= spec.cv_target:
+        if len(times) >= max(spec.min_runs, STABILITY_MIN_RUNS) and _settled(times[1:][-3:], spec.cv_target):
             stable = True
             break
-    if stable is None and spec.max_runs >= 3:
+    checked = spec.max_runs >= STABILITY_MIN_RUNS
+    last3 = times[1:][-3:]
+    if stable is None and checked:
         stable = False
-        warnings.append(f"warmup did not stabilise: CV of the last 3 pass times {cv(times[-3:]):.1%} > "
-                        f"{spec.cv_target:.0%} after {len(times)} runs (raise measurement.warmup.max_runs)")
+        warnings.append(f"warmup did not stabilise: CV of the last 3 pass times {cv(last3):.1%} (first pass "
+                        f"excluded; target {spec.cv_target:.0%}, no trend) after {len(times)} runs (raise "
+                        "measurement.warmup.max_runs)")
     return {"runs": len(times), "times_s": [round(t, 4) for t in times], "stable": stable,
-            "cv_last3": cv(times[-3:]) if len(times) >= 3 else None, "cv_target": spec.cv_target,
-            "note": None if spec.max_runs >= 3 else "stability not checked: max_runs < 3"}
+            "cv_last3": cv(last3) if len(last3) >= 3 else None, "cv_target": spec.cv_target,
+            "excludes_first_pass": True,
+            "note": None if checked else f"stability not checked: max_runs {spec.max_runs} < {STABILITY_MIN_RUNS} "
+                                         "(a fixed warmup; the verdict says so)"}
+
+
+def _settled(last3: list[float], cv_target: float) -> bool:
+    if len(last3) < 3:
+        return False
+    trend = abs(last3[-1] - last3[0]) / (sum(last3) / 3)
+    return (cv(last3) or 0.0) <= cv_target and trend <= cv_target
 
 
 def _window(backend: Backend, meter: EnergyMeter, probe: Probe, label: str, min_window_s: float,
@@ -111,7 +128,8 @@ def _measure_cycle(backend: Backend, workload: Workload, meter: EnergyMeter, pro
 def _prefill_window(backend: Backend, workload: Workload, meter: EnergyMeter, probe: Probe, measurement: Any):
     if not hasattr(backend, "run_prefill_pass"):
         return {"reason": f"the {backend.name} backend has no prefill-only pass"}
-    window, _ = _window(backend, meter, probe, "prefill", max(0.5, measurement.min_window_s / 2),
+    # The same floor as the measured windows: a shorter one is dominated by the ~100 ms counter steps.
+    window, _ = _window(backend, meter, probe, "prefill", measurement.min_window_s,
                         lambda: backend.run_prefill_pass(workload).output_tokens)
     return window
 
@@ -124,25 +142,42 @@ def _streaming(backend: Backend, workload: Workload) -> dict[str, Any]:
     return summary
 
 
-def split_phases(prefill: Optional[dict], cycles: list[dict], workload: Workload, energy_reason: Optional[str]) -> dict[str, Any]:
+def split_phases(prefill: Optional[dict], cycles: list[dict], workload: Workload, energy_reason: Optional[str],
+                 backend_name: str = "") -> dict[str, Any]:
+    """Prefill = the prefill-only window per pass; decode = full pass - prefill, per pass, with the
+    observed token counts of the measured cycles (not the plan: with ignore_eos off they differ)."""
     if not prefill or "reason" in prefill:
         return {"reason": (prefill or {}).get("reason", "measurement.phases: false")}
     passes = sum(c["passes"] for c in cycles)
     full_s = sum(c["wall_time_s"] for c in cycles) / passes
     pre_s = prefill["wall_time_s"] / prefill["passes"]
-    decode_tokens = workload.expected_output_tokens - workload.num_requests  # the first token is prefill's
-    out: dict[str, Any] = {
-        "method": "prefill = the same batches stopped after their first token; decode = full pass - prefill",
-        "prefill": {"time_s": pre_s, "tokens": workload.input_tokens},
-        "decode": {"time_s": full_s - pre_s, "tokens": decode_tokens,
-                   "tokens_per_s": decode_tokens / (full_s - pre_s) if full_s > pre_s else None},
-    }
+    # Observed per pass; the first token of each request is prefill's.
+    decode_tokens = (sum(c["output_tokens"] for c in cycles) - sum(c["requests"] for c in cycles)) / passes
+    method = "prefill = the same batches stopped after their first token; decode = full pass - prefill"
+    if backend_name == "vllm":
+        method += (" (approximate for vLLM: with more requests than max_num_seqs, or chunked prefill, prefill "
+                   "and decode overlap in the full pass, so the prefill-only pass is not its prefill share)")
+    decode: dict[str, Any] = {"time_s": None, "tokens": decode_tokens, "tokens_per_s": None}
+    out: dict[str, Any] = {"method": method, "prefill": {"time_s": pre_s, "tokens": workload.input_tokens},
+                           "decode": decode}
+    if decode_tokens <= 0:
+        decode["reason"] = "no decode: every request generated a single token"
+    elif full_s <= pre_s:
+        decode["reason"] = (f"the prefill-only pass ({pre_s:.4f} s) took as long as the full pass ({full_s:.4f} s): "
+                            "decode time is below what the windows resolve")
+    else:
+        decode.update(time_s=full_s - pre_s, tokens_per_s=decode_tokens / (full_s - pre_s))
     energies = [c["energy_j"] for c in cycles]
     if prefill["energy_j"] is not None and None not in energies:
         full_j, pre_j = sum(energies) / passes, prefill["energy_j"] / prefill["passes"]
         out["prefill"].update(energy_j=pre_j, energy_per_input_token_j=pre_j / workload.input_tokens)
-        out["decode"].update(energy_j=full_j - pre_j,
-                             energy_per_token_j=(full_j - pre_j) / decode_tokens if decode_tokens else None)
+        if decode.get("reason"):
+            decode["energy_j"] = decode["energy_per_token_j"] = None
+        elif full_j <= pre_j:
+            decode.update(energy_j=None, energy_per_token_j=None,
+                          energy_reason=f"prefill-only pass energy ({pre_j:.3f} J) >= full pass ({full_j:.3f} J)")
+        else:
+            decode.update(energy_j=full_j - pre_j, energy_per_token_j=(full_j - pre_j) / decode_tokens)
     else:
         out["energy_reason"] = energy_reason or "energy unavailable in a window"
     return out

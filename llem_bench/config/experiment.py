@@ -97,7 +97,11 @@ class MeasurementConfig(StrictModel):
     sampler_interval_s: float = knob(
         0.05, "NVML power/clock/temperature/throttle sampling interval; 0 turns the sampler off.", ge=0,
     )
-    latency: bool = knob(True, "Run one streaming pass after the cycles for TTFT / inter-token latency.")
+    latency: bool = knob(True, "Run streaming passes after the cycles for TTFT / inter-token latency / TPOT.")
+    latency_passes: int = knob(
+        3, "Streaming passes (outside the energy windows); percentiles pool them, the CI of each mean is "
+        "over the passes.", ge=1,
+    )
     phases: bool = knob(True, "Measure a prefill-only window to split prefill and decode time and energy.")
 
     @model_validator(mode="after")

@@ -38,16 +38,23 @@ def _ms(dist: dict | None, key: str) -> str:
     return fmt(dist.get(key)) if dist else "n/a"
 
 
+def _latency_row(r: ExperimentResult) -> list[str]:
+    """n is the number of distinct stamps (independent samples); p90/p99 are n/a when too few stand behind them."""
+    ttft = r.latency.get("ttft_ms")
+    return [r.test_id, _ms(ttft, "p50"), _ms(ttft, "p90"), _int(ttft.get("n_independent", ttft.get("n"))),
+            _ms(r.latency.get("itl_ms"), "p50"), _ms(r.latency.get("itl_ms"), "p99"),
+            _ms(r.latency.get("tpot_ms"), "mean"), _ms(r.latency.get("e2e_latency_ms"), "p50"),
+            _int(r.latency.get("passes", 1))]
+
+
 def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str], list[list[str]]]]:
     """Latency, prefill/decode and roofline tables, for the experiments that have them."""
     ok = [r for r in results if r.status == "ok"]
     tables = []
-    latency = [[r.test_id, _ms(r.latency.get("ttft_ms"), "p50"), _ms(r.latency.get("ttft_ms"), "p99"),
-                _ms(r.latency.get("itl_ms"), "p50"), _ms(r.latency.get("itl_ms"), "p99"),
-                _ms(r.latency.get("e2e_latency_ms"), "p50")] for r in ok if r.latency.get("ttft_ms")]
+    latency = [_latency_row(r) for r in ok if r.latency.get("ttft_ms")]
     if latency:
-        tables.append(("Streaming latency (ms)", ["experiment", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
-                                                  "e2e p50"], latency))
+        tables.append(("Streaming latency (ms)", ["experiment", "TTFT p50", "TTFT p90", "TTFT n", "ITL p50",
+                                                  "ITL p99", "TPOT mean", "e2e p50", "passes"], latency))
     phases = []
     for r in ok:
         prefill, decode = r.phases.get("prefill") or {}, r.phases.get("decode") or {}

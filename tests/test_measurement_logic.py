@@ -4,7 +4,7 @@ import pytest
 
 from llem_bench.config import ConfigError
 from llem_bench.config.study import parse_study
-from llem_bench.harness.latency import RequestTiming, percentile, summarize_requests
+from llem_bench.harness.latency import RequestTiming, compare_throughput, percentile, summarize_passes
 from llem_bench.metrics import cycle_metrics
 from llem_bench.harness.roofline import bandwidth_gbs, decode_roofline
 from llem_bench.harness.validity import verdict
@@ -17,12 +17,62 @@ def test_percentiles_interpolate_like_numpy():
 
 
 def test_latency_from_real_timestamps():
-    r = RequestTiming(pass_start=0.0, submitted=1.0, token_times=[1.1, 1.15, 1.25], end=1.3)
-    s = summarize_requests([r])
+    r = RequestTiming(pass_start=0.0, submitted=1.0, deliveries=[(1.1, 1), (1.15, 1), (1.25, 1)], end=1.3)
+    s = summarize_passes([[r]])
     assert s["ttft_ms"]["mean"] == pytest.approx(100.0)
-    assert sorted(round(v) for v in (s["itl_ms"]["p50"],)) == [75]  # gaps 50 and 100 ms
+    assert s["itl_ms"]["p50"] == pytest.approx(75.0)  # gaps 50 and 100 ms
     assert s["itl_ms"]["n"] == 2 and s["e2e_latency_ms"]["mean"] == pytest.approx(300.0)
+    assert s["tpot_ms"]["mean"] == pytest.approx(200.0 / 2)  # (e2e - TTFT) / (tokens - 1)
     assert s["queue_ms"]["mean"] == pytest.approx(1000.0)
+    assert s["itl_basis"].startswith("per token: every delivery carried one token")
+
+
+def test_a_batch_sharing_its_stamps_is_one_sample_and_small_samples_get_no_tail_percentiles():
+    """PyTorch: the 8 requests of a static batch share every stamp: one TTFT, not eight."""
+    batch = RequestTiming(pass_start=0.0, submitted=0.0, deliveries=[(0.02, 1), (0.03, 1)], end=0.03, requests=8)
+    s = summarize_passes([[batch]])
+    assert (s["ttft_ms"]["n"], s["ttft_ms"]["n_independent"], s["requests"], s["stamps_shared_by"]) == (1, 1, 8, 8)
+    assert s["ttft_ms"]["p90"] is None and s["ttft_ms"]["p99"] is None
+    assert s["ttft_ms"]["omitted"]["p99"] == "needs >= 100 independent samples, have 1"
+    assert s["ttft_ms"]["ci95_low"] is None  # one pass: no CI
+    assert s["streaming_output_tokens_per_s"]["mean"] == pytest.approx(8 * 2 / 0.03)
+
+
+def test_requests_stamped_by_one_engine_step_count_as_one_independent_sample():
+    """vLLM: requests submitted one after another get their first token from the same step."""
+    reqs = [RequestTiming(pass_start=0.0, submitted=0.001 * i, deliveries=[(0.05, 1), (0.06, 1)], end=0.06)
+            for i in range(4)]
+    ttft = summarize_passes([reqs])["ttft_ms"]
+    assert (ttft["n"], ttft["n_independent"]) == (4, 1)
+    assert ttft["p50"] == pytest.approx(48.5)
+
+
+def test_itl_is_per_token_when_a_delivery_carries_several_tokens():
+    """stream_interval 4 (or speculative decoding): no made-up zero gaps."""
+    r = RequestTiming(pass_start=0.0, submitted=0.0, deliveries=[(0.1, 1), (0.18, 4), (0.26, 4)], end=0.26)
+    s = summarize_passes([[r]])
+    assert s["itl_ms"]["n"] == 2 and s["itl_ms"]["p50"] == pytest.approx(20.0) and s["itl_ms"]["mean"] > 0
+    assert s["tpot_ms"]["mean"] == pytest.approx(160.0 / 8)
+    assert "2 of 3 deliveries carried several tokens" in s["itl_basis"]
+
+
+def test_repeated_passes_give_a_ci_over_the_pass_means():
+    passes = [[RequestTiming(pass_start=0.0, submitted=0.0, deliveries=[(t, 1), (t + 0.01, 1)], end=t + 0.01)]
+              for t in (0.020, 0.022, 0.021)]
+    ttft = summarize_passes(passes)["ttft_ms"]
+    assert ttft["passes"] == 3 and ttft["n_independent"] == 3
+    assert ttft["pass_means"] == pytest.approx([20.0, 22.0, 21.0])
+    assert ttft["ci95_low"] < 21.0 < ttft["ci95_high"]
+
+
+def test_streaming_throughput_far_from_the_windows_is_a_warning():
+    windows = [100.0, 101.0, 99.0]
+    close, warning = compare_throughput({"mean": 100.5}, windows)
+    assert warning is None and close["relative_difference"] == pytest.approx(0.005)
+    far, warning = compare_throughput({"mean": 113.0}, windows)
+    assert far["limit_basis"] == "window 95% CI half-width" and "+13.0%" in warning
+    _, warning = compare_throughput({"mean": 105.0}, [100.0])  # one cycle: no CI, a 10% limit
+    assert warning is None
 
 
 def test_net_energy_subtracts_resident_idle_power():

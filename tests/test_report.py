@@ -271,7 +271,7 @@ def test_report_md_has_verdict_latency_phases_roofline_power_and_validity(tmp_pa
     assert rows["vllm-tiny-bf16-max_num_seqs_8-cccccc"].endswith("| invalid |")
 
     latency = md.split("## Streaming latency (ms)")[1].split("##")[0]
-    assert "| pytorch-tiny-bf16-batch_size_1-aaaaaa | 21.50 | 43.00 | 4.50 | 12.50 | 1,290 |" in latency
+    assert "| pytorch-tiny-bf16-batch_size_1-aaaaaa | 21.50 | 32.25 | 8 | 4.50 | 12.50 | n/a | 1,290 | 1 |" in latency
     assert "vllm-tiny" not in latency  # no latency recorded: no row
 
     phases = md.split("## Prefill vs decode (per pass)")[1].split("##")[0]

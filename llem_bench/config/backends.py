@@ -242,7 +242,6 @@ BENCHMARK_OWNED_ARGS = {
     "model": "the engine model comes from the study's top-level model",
     "tokenizer": "the tokenizer is the model's own (prompts are tokenised once, before any run)",
     "dtype": "dtype is set at the study's top level (dtype: ...), the same for every backend",
-    "disable_log_stats": "llem-bench sets disable_log_stats=False itself: per-request metrics need it",
 }
 
 

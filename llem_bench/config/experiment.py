@@ -124,7 +124,11 @@ class MeasurementConfig(StrictModel):
         "power fields and energy counter update about every 100 ms, so shorter intervals mostly repeat values.",
         ge=0,
     )
-    latency: bool = knob(True, "Run one streaming pass after the cycles for TTFT / inter-token latency.")
+    latency: bool = knob(True, "Run streaming passes after the cycles for TTFT / inter-token latency / TPOT.")
+    latency_passes: int = knob(
+        3, "Streaming passes (outside the energy windows); percentiles pool them, the CI of each mean is "
+        "over the passes.", ge=1,
+    )
     phases: bool = knob(True, "Measure a prefill-only window to split prefill and decode time and energy.")
 
     @model_validator(mode="after")

@@ -19,8 +19,18 @@ def preflight(experiments: list[Experiment], source: str = "<study>") -> None:
                 shape_name(config.model)
             elif config.model.startswith((".", "/", "~")) and not Path(config.model).expanduser().exists():
                 raise ConfigError(f"model: local path {config.model!r} does not exist")
+            _check_streaming(config)
             if config.workload.prompts not in checked:
                 check_source(config.workload.prompts)
                 checked.add(config.workload.prompts)
         except ConfigError as exc:
             raise ConfigError(f"{source}: experiment {exp.test_id}: {exc}") from None
+
+
+def _check_streaming(config) -> None:
+    """transformers refuses a streamer with beam search, and only after every cycle was measured."""
+    beams = config.pytorch.num_beams if config.backend == "pytorch" and config.pytorch else 1
+    if config.measurement.latency and beams and beams > 1:
+        raise ConfigError(f"pytorch.num_beams: {beams} cannot be combined with measurement.latency: true "
+                          "(transformers cannot stream beam search); set measurement.latency: false or "
+                          "pytorch.num_beams: 1")

@@ -70,17 +70,24 @@ def noise_floor_tables(results: list[ExperimentResult]) -> list[tuple[str, list[
             ("Mean over repeats ± 95% CI (t, n - 1 df, of the per-repeat means)", head, mean_rows)]
 
 
+def _latency_row(r: ExperimentResult) -> list[str]:
+    """n is the number of distinct stamps (independent samples); p90/p99 are n/a when too few stand behind them."""
+    ttft = r.latency.get("ttft_ms")
+    return [r.key, _ms(ttft, "p50"), _ms(ttft, "p90"), _int(ttft.get("n_independent", ttft.get("n"))),
+            _ms(r.latency.get("itl_ms"), "p50"), _ms(r.latency.get("itl_ms"), "p99"),
+            _ms(r.latency.get("tpot_ms"), "mean"), _ms(r.latency.get("e2e_latency_ms"), "p50"),
+            _int(r.latency.get("passes", 1))]
+
+
 def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str], list[list[str]]]]:
     """Noise floor (with repeats), latency, prefill/decode and roofline tables, for the experiments that
     have them."""
     ok = [r for r in results if r.status == "ok"]
     tables = noise_floor_tables(results)
-    latency = [[r.key, _ms(r.latency.get("ttft_ms"), "p50"), _ms(r.latency.get("ttft_ms"), "p99"),
-                _ms(r.latency.get("itl_ms"), "p50"), _ms(r.latency.get("itl_ms"), "p99"),
-                _ms(r.latency.get("e2e_latency_ms"), "p50")] for r in ok if r.latency.get("ttft_ms")]
+    latency = [_latency_row(r) for r in ok if r.latency.get("ttft_ms")]
     if latency:
-        tables.append(("Streaming latency (ms)", ["experiment", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
-                                                  "e2e p50"], latency))
+        tables.append(("Streaming latency (ms)", ["experiment", "TTFT p50", "TTFT p90", "TTFT n", "ITL p50",
+                                                  "ITL p99", "TPOT mean", "e2e p50", "passes"], latency))
     phases = []
     for r in ok:
         prefill, decode = r.phases.get("prefill") or {}, r.phases.get("decode") or {}

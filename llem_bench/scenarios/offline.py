@@ -2,7 +2,9 @@
 
 Order (docs/methodology.md): full-shape warmup until pass times settle, N measured cycles (each a
 synchronised energy window that repeats the workload until it lasts min_window_s), a prefill-only
-window for the prefill/decode split, streaming passes for latency.
+window for the prefill/decode split, streaming passes for latency. The prefill window and the
+streaming passes are optional: a failure there is recorded as {"reason": ...} and a warning, and
+the measured cycles are kept.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from llem_bench.backends.base import Backend
 from llem_bench.config.experiment import STABILITY_MIN_RUNS
 from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
-from llem_bench.harness.latency import summarize_requests
+from llem_bench.harness.latency import compare_throughput, summarize_passes
 from llem_bench.stats import cv
 from llem_bench.workload.prompts import Workload
 
@@ -42,8 +44,11 @@ def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, pr
         progress(f"cycle {index + 1}/{measurement.cycles}: "
                  f"{cycle['output_tokens'] / cycle['wall_time_s']:.1f} out tok/s, {cycle['passes']} pass(es) in "
                  f"{cycle['wall_time_s']:.2f} s" + (f", {cycle['energy_j']:.1f} J" if cycle["energy_j"] is not None else ""))
-    prefill = _prefill_window(backend, workload, meter, probe, measurement) if measurement.phases else None
-    latency = _streaming(backend, workload) if measurement.latency else {"reason": "measurement.latency: false"}
+    prefill = _optional("prefill window", warnings, lambda: _prefill_window(backend, workload, meter, probe, measurement)) \
+        if measurement.phases else None
+    latency = _optional("streaming passes", warnings, lambda: _streaming(backend, workload, measurement.latency_passes,
+                                                                         cycles, warnings, progress)) \
+        if measurement.latency else {"reason": "measurement.latency: false"}
     return OfflineMeasurement(warmup, cycles, observed_counts, prefill, latency)
 
 
@@ -134,11 +139,30 @@ def _prefill_window(backend: Backend, workload: Workload, meter: EnergyMeter, pr
     return window
 
 
-def _streaming(backend: Backend, workload: Workload) -> dict[str, Any]:
+def _optional(phase: str, warnings: list[str], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run an optional phase after the cycles; its failure must not throw the measured cycles away."""
+    try:
+        return run()
+    except Exception as exc:
+        reason = f"{phase} failed: {type(exc).__name__}: {exc}"
+        warnings.append(reason.splitlines()[0][:500])
+        return {"reason": reason}
+
+
+def _streaming(backend: Backend, workload: Workload, passes: int, cycles: list[dict[str, Any]],
+               warnings: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
+    """`passes` streaming passes after the cycles, outside the energy windows; no output in between."""
     if not hasattr(backend, "run_streaming_pass"):
         return {"reason": f"the {backend.name} backend does not stream yet"}
-    summary = summarize_requests(backend.run_streaming_pass(workload))
-    summary["method"] = "one extra pass after the cycles, outside the energy windows; " + backend.streaming_method
+    progress(f"streaming passes for latency: {passes}")
+    runs = [backend.run_streaming_pass(workload) for _ in range(passes)]
+    summary = summarize_passes(runs)
+    summary["method"] = (f"{passes} extra pass(es) after the cycles, outside the energy windows; "
+                         + backend.streaming_method)
+    summary["throughput_check"], warning = compare_throughput(
+        summary["streaming_output_tokens_per_s"], [c["output_tokens"] / c["wall_time_s"] for c in cycles])
+    if warning:
+        warnings.append(warning)
     return summary
 
 

@@ -68,9 +68,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llem-settle-s", dest="llem_settle_s", type=float, default=60.0, metavar="SECONDS",
                     help="wait up to this long before each experiment for GPU power to return near the "
                          "session's idle level; 0 disables (default 60)")
-    group.addoption("--llem-allow-invalid", dest="llem_allow_invalid", action="store_true",
-                    help="benchmark tests (assert_sound) and the gate accept results whose verdict is invalid "
-                         "(default: such a test fails, with the verdict's reasons)")
     group.addoption("--llem-docker-shm", dest="llem_docker_shm", default="8g", metavar="SIZE",
                     help="--shm-size of docker: runners (default 8g; vLLM needs a large one)")
     group.addoption("--llem-docker-ipc-host", dest="llem_docker_ipc_host", action="store_true",

@@ -74,12 +74,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{backend}: llem-bench experiment on the {backend} backend")
     config.addinivalue_line("markers", "llem(backend, model, dtype): llem-bench experiment (select with -m)")
     config.addinivalue_line("markers", "llem_backend(name): the backend whose study experiments this test runs")
-    study, experiments = None, []
+    study, experiments, notes = None, [], []
     path = config.getoption("llem_study", None)
     if path:
         try:
             study, experiments = load_study(path)
-            preflight(experiments, str(path))
+            notes = preflight(experiments, str(path))
         except ConfigError as exc:
             raise pytest.UsageError(f"invalid study:\n{exc}") from None
     _check_resume(config, study)
@@ -87,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
         llem = config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
     except ConfigError as exc:
         raise pytest.UsageError(f"invalid runner:\n{exc}") from None
+    llem.preflight_notes = notes
     if llem.run_dir is not None and llem.is_controller:
         config.pluginmanager.register(ManifestReporter(llem), "llem-manifest")
     if llem.run_dir is not None and threading.current_thread() is threading.main_thread():
@@ -139,7 +140,7 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     if session.study is None:
         return None
     return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments) "
-            f"-> {session.run_dir.path}"]
+            f"-> {session.run_dir.path}"] + [f"llem-bench: note: {note}" for note in session.preflight_notes]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

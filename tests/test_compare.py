@@ -170,7 +170,7 @@ def test_default_gates_cover_the_headline_metrics():
 
 
 def test_gates_from_a_study():
-    study, _ = parse_study({"study": "s", "gates": {
+    study, _ = parse_study({"study": "s", "model": "synthetic:tiny", "gates": {
         "energy_per_output_token_j": {"max_increase": "3%"},
         "output_tokens_per_s": {"max_decrease": "10%", "max_increase": "50%"},
         "avg_power_w": {},
@@ -180,13 +180,13 @@ def test_gates_from_a_study():
 
 
 def test_gate_in_the_good_direction_is_refused():
-    study, _ = parse_study({"study": "s", "gates": {"output_tokens_per_s": {"max_increase": "5%"}}})
+    study, _ = parse_study({"study": "s", "model": "synthetic:tiny", "gates": {"output_tokens_per_s": {"max_increase": "5%"}}})
     with pytest.raises(ValueError, match="higher-is-better.*use max_decrease"):
         gates_from(study.gates)
 
 
 def test_gate_on_unknown_metric_is_refused():
-    study, _ = parse_study({"study": "s", "gates": {"energy_per_token_j": {"max_increase": "5%"}}})
+    study, _ = parse_study({"study": "s", "model": "synthetic:tiny", "gates": {"energy_per_token_j": {"max_increase": "5%"}}})
     with pytest.raises(ValueError, match="Did you mean 'energy_per_output_token_j'"):
         gates_from(study.gates)
 

@@ -58,5 +58,5 @@ def test_validity_verdicts():
 
 def test_reference_tier_requires_long_windows():
     with pytest.raises(ConfigError, match="tier: reference needs min_window_s >= 30 and cycles >= 5"):
-        parse_study({"study": "s", "measurement": {"tier": "reference"}})
-    parse_study({"study": "s", "measurement": {"tier": "reference", "min_window_s": 30, "cycles": 5}})
+        parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"tier": "reference"}})
+    parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"tier": "reference", "min_window_s": 30, "cycles": 5}})

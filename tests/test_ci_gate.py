@@ -71,6 +71,48 @@ def gate(tmp_path: Path, run_id: str, baseline: Path | None = None) -> tuple[sub
     return proc, outputs
 
 
+def fetch_from_gitlab_api(tmp_path: Path, reports: Path) -> Path:
+    """`llem-gate.sh fetch-baseline` as a GitLab merge-request job runs it, against a local HTTP server
+    that answers GitLab's jobs/artifacts endpoint with a zip of `reports` (as the baseline job keeps it;
+    GitLab itself cannot run here). Returns the folder it fetched."""
+    import http.server
+    import threading
+    import zipfile
+
+    archive = tmp_path / "artifacts.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in reports.rglob("*"):
+            zf.write(path, Path("llem-reports") / path.relative_to(reports))
+    requests = []
+
+    class Artifacts(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append((self.path, self.headers.get("JOB-TOKEN")))
+            body = archive.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Artifacts)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "GITLAB_CI": "true", "CI_API_V4_URL": f"http://127.0.0.1:{server.server_port}/api/v4",
+           "CI_PROJECT_ID": "7", "CI_JOB_TOKEN": "job-token", "LLEM_OUT": "llem-reports",
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary-fetch.md")}
+    try:
+        proc = subprocess.run([str(SCRIPT), "fetch-baseline", str(tmp_path / "llem-baseline")], env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert requests == [("/api/v4/projects/7/jobs/artifacts/main/download?job=llem-baseline", "job-token")]
+    assert "llem-baseline in main's latest successful pipeline" in proc.stderr
+    return tmp_path / "llem-baseline"
+
+
 @pytest.mark.slow
 def test_the_script_runs_a_baseline_then_gates_a_candidate_against_it(tmp_path, tiny_checkpoint):
     (tmp_path / "study.yaml").write_text(CPU_STUDY)
@@ -82,7 +124,10 @@ def test_the_script_runs_a_baseline_then_gates_a_candidate_against_it(tmp_path, 
     assert "not gated" in base_out["summary"] and "| experiment" in base_out["summary"]  # report.md
     assert not (baseline / "comparison.md").exists()
 
-    cand, cand_out = gate(tmp_path, "pull_request-1", baseline)
+    fetched = fetch_from_gitlab_api(tmp_path, tmp_path / "reports")  # the MR job's view of main's artifacts
+    assert sorted(p.name for p in (fetched / "results").iterdir()) == sorted(p.name for p in (baseline / "results").iterdir())
+
+    cand, cand_out = gate(tmp_path, "pull_request-1", fetched)
     log = cand.stdout[-3000:] + cand.stderr[-3000:]
     assert cand.returncode == 0, log
     run = Path(cand_out["run_dir"])

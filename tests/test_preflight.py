@@ -121,3 +121,12 @@ def test_a_checkpoint_without_a_context_length_is_a_note_not_an_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
     [note] = checked({"study": "s", "model": str(tmp_path)})
     assert "could not check" in note and "names no context length" in note
+
+
+@pytest.mark.parametrize("study", sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_study_passes_the_checks_before_loading(study):
+    from llem_bench.config.study import load_study
+
+    _, experiments = load_study(study)
+    assert preflight(experiments, str(study)) == []  # synthetic shapes: nothing left unchecked

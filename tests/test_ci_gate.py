@@ -22,10 +22,10 @@ CPU_STUDY = textwrap.dedent("""
     model: synthetic:tiny
     backend: pytorch
     dtype: float32
-    workload: {num_prompts: 4, max_input_tokens: 32, output_tokens: 8}
+    workload: {num_prompts: 2, max_input_tokens: 16, output_tokens: 4}
     measurement: {cycles: 3, warmup: {min_runs: 1, max_runs: 1}, min_window_s: 0.3, latency: false, phases: false}
     backends:
-      pytorch: {batch_size: 4, device: cpu}
+      pytorch: {batch_size: 2, device: cpu}
     gates:
       output_tokens_per_s: {max_decrease: 60%}
       requests_per_s: {max_decrease: 60%}

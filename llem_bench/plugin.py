@@ -140,7 +140,15 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     if session.study is None:
         return None
     return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments) "
-            f"-> {session.run_dir.path}"] + [f"llem-bench: note: {note}" for note in session.preflight_notes]
+            f"-> {session.run_dir.path}"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """What the pre-flight checks could not verify here, shown also with -q (the header is not)."""
+    llem = session.config.stash.get(SESSION_KEY, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for note in (llem.preflight_notes if llem is not None and reporter is not None else []):
+        reporter.write_line(f"llem-bench: note: {note}", yellow=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

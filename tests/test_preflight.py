@@ -62,6 +62,16 @@ def test_validate_says_when_an_hf_model_context_could_not_be_checked(write_study
     assert "could not check that" in proc.stderr and "not in the local Hugging Face cache" in proc.stderr
 
 
+def test_the_pytest_header_says_what_could_not_be_checked(pytester, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    pytester.makepyfile(test_bench="def test_x(llem_experiment):\n    pass\n")
+    pytester.makefile(".yaml", study="study: hf\nmodel: some-org/some-model\n")
+    result = pytester.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["llem-bench: note: *could not check that*some-org/some-model*not in the local "
+                                 "Hugging Face cache*"])
+
+
 def test_a_pytest_session_stops_before_loading_anything(pytester, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("LLEM_CACHE_DIR", str(cache))  # a model load would build the checkpoint here

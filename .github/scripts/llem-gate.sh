@@ -7,6 +7,7 @@
 #                                     gh CLI, artifact of a push run; GitLab: the job artifacts API)
 #   llem-gate.sh run                  run the study; with LLEM_BASELINE, gate against it
 #
+# It runs from the repository root (it cds there): relative paths below are relative to it.
 # Environment (all optional):
 #   LLEM_STUDY        study file (default studies/ci-gate.yaml)
 #   LLEM_OUT          output root (default llem-reports); the run lands in LLEM_OUT/<study>/<run id>

@@ -24,7 +24,7 @@
 #   GITHUB_STEP_SUMMARY, GITHUB_OUTPUT   appended to when set (GitHub sets them; elsewhere point them
 #                     at files)
 # Exit status of `run`: 0 gate passed (or nothing to gate), 1 a regression or a failed experiment,
-# 2 bad input, 130/143 interrupted.
+# 2 bad input to this script, 4 an invalid study (pytest stops before any model loads), 130/143 interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -144,3 +144,13 @@ def test_a_baseline_that_is_not_a_run_folder_stops_before_measuring(tmp_path):
     assert proc.returncode == 2
     assert "is not a run folder (no results/ inside)" in proc.stderr
     assert not (tmp_path / "reports").exists() and "run_dir" not in outputs
+
+
+def test_an_invalid_study_fails_in_seconds_with_the_fix_in_the_summary(tmp_path):
+    (tmp_path / "study.yaml").write_text(CPU_STUDY.replace("output_tokens: 4}", "output_tokens: 5000}"))
+    proc, outputs = gate(tmp_path, "pr")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert outputs["summary"].startswith("## llem-bench: invalid study")
+    assert "beyond the model's context (4096" in outputs["summary"]
+    assert "::error title=llem-bench: invalid study::" in proc.stdout
+    assert not (tmp_path / "reports").exists()

@@ -24,7 +24,7 @@
 #   GITHUB_STEP_SUMMARY, GITHUB_OUTPUT   appended to when set (GitHub sets them; elsewhere point them
 #                     at files)
 # Exit status of `run`: 0 gate passed (or nothing to gate), 1 a regression or a failed experiment,
-# 2 bad input to this script, 4 an invalid study (pytest stops before any model loads), 130/143 interrupted.
+# 2 bad input (an invalid study: nothing is loaded; a baseline that is not a run folder), 130/143 interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -113,6 +113,16 @@ cmd_run() {
   local extra rc=0 runs run_dir
   [[ -x "$python" ]] || die "no interpreter at $python: run 'llem-gate.sh install' first or set LLEM_PYTHON"
   [[ -f "$study" ]] || die "study file $study not found (set LLEM_STUDY)"
+  # An invalid study fails here, in seconds, with the field and the fix in the job summary.
+  local invalid vrc=0
+  invalid=$("$python" -m llem_bench.cli validate "$study" 2>&1 > /dev/null) || vrc=$?
+  if [[ $vrc -ne 0 ]]; then
+    annotate error "llem-bench: invalid study" "${invalid%%$'\n'*}"
+    printf '%s\n' "## llem-bench: invalid study" "" '```' "$invalid" '```' "" | summary
+    say "$invalid"
+    return "$vrc"
+  fi
+  if [[ -n "$invalid" ]]; then say "$invalid"; fi  # notes: what could not be checked before loading
   if [[ -z "$run_id" ]]; then run_id="ci-$(git rev-parse --short=12 HEAD 2> /dev/null || date -u +%Y%m%dT%H%M%SZ)"; fi
   read -ra extra <<< "${LLEM_PYTEST_ARGS:-}"
   local args=(-m pytest benchmarks --study "$study" --llem-out "$out" --llem-run-id "$run_id" -p no:cacheprovider -rfEs)

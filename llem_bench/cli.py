@@ -19,7 +19,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from llem_bench.config.study import load_study
 
     study, experiments = load_study(args.study)
-    preflight(experiments, args.study)
+    notes = preflight(experiments, args.study)
     repeats = f", each run {study.repeats} times (measurement.repeats; seed {study.repeat_seed})" \
         if study.repeats > 1 else ""
     print(f"study '{study.study}': {len(experiments)} experiment(s){repeats}")
@@ -31,6 +31,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"      workload: {c.workload.num_prompts} prompts from {c.workload.prompts}, "
               f"{c.workload.output_tokens} output tokens; cycles={c.measurement.cycles} "
               f"min_window_s={c.measurement.min_window_s} energy={c.measurement.energy}")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"run it: pytest benchmarks --study {args.study}")
     return 0
 

@@ -82,12 +82,12 @@ def pytest_configure(config: pytest.Config) -> None:
     import llem_bench.testing
 
     llem_bench.testing.ALLOW_INVALID = bool(config.getoption("llem_allow_invalid", False))
-    study, experiments = None, []
+    study, experiments, notes = None, [], []
     path = config.getoption("llem_study", None)
     if path:
         try:
             study, experiments = load_study(path)
-            preflight(experiments, str(path))
+            notes = preflight(experiments, str(path))
         except ConfigError as exc:
             raise pytest.UsageError(f"invalid study:\n{exc}") from None
     _check_resume(config, study)
@@ -95,6 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
         llem = config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
     except ConfigError as exc:
         raise pytest.UsageError(f"invalid runner:\n{exc}") from None
+    llem.preflight_notes = notes
     if llem.run_dir is not None and llem.is_controller:
         config.pluginmanager.register(ManifestReporter(llem), "llem-manifest")
     if llem.run_dir is not None and threading.current_thread() is threading.main_thread():
@@ -150,6 +151,14 @@ def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     times = f" x {repeats} repeats (seed {session.study.repeat_seed})" if repeats > 1 else ""
     return [f"llem-bench: study '{session.study.study}' ({len(session.experiments)} experiments{times}) "
             f"-> {session.run_dir.path}"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """What the pre-flight checks could not verify here, shown also with -q (the header is not)."""
+    llem = session.config.stash.get(SESSION_KEY, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for note in (llem.preflight_notes if llem is not None and reporter is not None else []):
+        reporter.write_line(f"llem-bench: note: {note}", yellow=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -35,6 +35,7 @@ class LlemSession:
         self.manifest: Optional[Manifest] = None
         self.runners: dict[str, RunnerSpec] = {}
         self.comparison = None
+        self.preflight_notes: list[str] = []  # what the pre-flight checks could not verify here
         self.already_done: dict[str, str] = {}  # resume: run key -> reason it is skipped
         self.resume_problems: list[str] = []
         self.hygiene = Hygiene(self.option.llem_max_residual_mb, self.option.llem_residual, self.option.llem_settle_s)

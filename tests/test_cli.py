@@ -18,7 +18,7 @@ def test_validate_prints_experiments_and_test_ids(capsys):
 
 def test_validate_bad_study_exits_2_with_the_yaml_path(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("study: x\nworkload: {output_tokens: 0}\n")
+    bad.write_text("study: x\nmodel: synthetic:tiny\nworkload: {output_tokens: 0}\n")
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "workload.output_tokens: Input should be greater than or equal to 1 (got 0)" in err

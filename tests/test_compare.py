@@ -184,7 +184,7 @@ def test_default_gates_count_each_change_once():
 
 
 def test_gates_from_a_study():
-    study, _ = parse_study({"study": "s", "gates": {
+    study, _ = parse_study({"study": "s", "model": "synthetic:tiny", "gates": {
         "on_inconclusive": "warn",
         "energy_per_output_token_j": {"max_increase": "3%"},
         "output_tokens_per_s": {"max_decrease": "10%", "max_increase": "50%"},
@@ -199,13 +199,13 @@ def test_bad_gates_are_refused_when_the_study_loads():
     from llem_bench.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match="on_inconclusive: expected fail or warn"):
-        parse_study({"study": "s", "gates": {"on_inconclusive": "maybe"}})
+        parse_study({"study": "s", "model": "synthetic:tiny", "gates": {"on_inconclusive": "maybe"}})
     with pytest.raises(ConfigError, match="Did you mean 'energy_per_output_token_j'"):
-        parse_study({"study": "s", "gates": {"energy_per_token_j": {"max_increase": "5%"}}})
+        parse_study({"study": "s", "model": "synthetic:tiny", "gates": {"energy_per_token_j": {"max_increase": "5%"}}})
 
 
 def test_gate_in_the_good_direction_is_refused():
-    study, _ = parse_study({"study": "s", "gates": {"output_tokens_per_s": {"max_increase": "5%"}}})
+    study, _ = parse_study({"study": "s", "model": "synthetic:tiny", "gates": {"output_tokens_per_s": {"max_increase": "5%"}}})
     with pytest.raises(ValueError, match="higher-is-better.*use max_decrease"):
         gates_from(study.gates)
 

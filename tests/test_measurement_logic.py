@@ -109,8 +109,8 @@ def test_validity_verdicts():
 
 def test_reference_tier_requires_long_windows():
     with pytest.raises(ConfigError, match="tier: reference needs min_window_s >= 30 and cycles >= 5"):
-        parse_study({"study": "s", "measurement": {"tier": "reference"}})
-    parse_study({"study": "s", "measurement": {"tier": "reference", "min_window_s": 30, "cycles": 5}})
+        parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"tier": "reference"}})
+    parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"tier": "reference", "min_window_s": 30, "cycles": 5}})
 
 
 def test_validity_needs_a_stable_warmup_two_cycles_and_a_meaningful_net():
@@ -143,5 +143,5 @@ def test_gh200_is_not_read_as_h200_and_device_map_counts_one_gpu():
 
 def test_warmup_config_that_can_never_reach_stability_is_an_error_naming_the_field():
     with pytest.raises(ConfigError, match="max_runs"):
-        parse_study({"study": "s", "measurement": {"warmup": {"min_runs": 1, "max_runs": 3}}})
-    parse_study({"study": "s", "measurement": {"warmup": {"min_runs": 2, "max_runs": 2}}})  # fixed: allowed
+        parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"warmup": {"min_runs": 1, "max_runs": 3}}})
+    parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"warmup": {"min_runs": 2, "max_runs": 2}}})  # fixed: allowed

@@ -68,7 +68,7 @@ def test_a_run_writes_one_result_per_experiment_a_study_json_and_a_report(projec
 
 
 def test_invalid_study_is_a_usage_error_before_anything_loads(project):
-    project.makefile(".yaml", bad="study: bad\nbackends: {pytorch: {batch_sze: 2}}\n")
+    project.makefile(".yaml", bad="study: bad\nmodel: synthetic:tiny\nbackends: {pytorch: {batch_sze: 2}}\n")
     result = project.runpytest_subprocess("--study", "bad.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*backends.pytorch.batch_sze: unknown key 'batch_sze'. Did you mean 'batch_size'?*"])
@@ -76,7 +76,7 @@ def test_invalid_study_is_a_usage_error_before_anything_loads(project):
 
 
 def test_missing_prompt_file_fails_at_collection(project):
-    project.makefile(".yaml", bad="study: bad\nworkload: {prompts: nowhere.jsonl}\n")
+    project.makefile(".yaml", bad="study: bad\nmodel: synthetic:tiny\nworkload: {prompts: nowhere.jsonl}\n")
     result = project.runpytest_subprocess("--study", "bad.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*workload.prompts: 'nowhere.jsonl' is neither*"])

@@ -5,6 +5,8 @@ import pytest
 from llem_bench.config import ConfigError
 from llem_bench.config.study import load_study, parse_study
 
+S = {"study": "s", "model": "synthetic:tiny"}  # the least a study needs
+
 DESIGN_EXAMPLE = {
     "study": "llama1b-h100",
     "model": "synthetic:llama-1b",
@@ -55,18 +57,18 @@ def test_ids_are_stable_across_runs_and_independent_of_the_study_name():
     renamed = dict(DESIGN_EXAMPLE, study="renamed")
     assert ids(DESIGN_EXAMPLE) == ids(renamed)
     # Pinned: an id change silently breaks every saved baseline, so it must be deliberate.
-    assert ids({"study": "s", "model": "synthetic:tiny", "sweep": {"pytorch.batch_size": [4]}}) == [
+    assert ids({**S, "sweep": {"pytorch.batch_size": [4]}}) == [
         "pytorch-tiny-auto-batch_size_4-319c8c"]
 
 
 def test_id_hash_changes_with_any_setting():
-    a = ids({"study": "s", "workload": {"output_tokens": 8}})
-    b = ids({"study": "s", "workload": {"output_tokens": 9}})
+    a = ids({**S, "workload": {"output_tokens": 8}})
+    b = ids({**S, "workload": {"output_tokens": 9}})
     assert a != b
 
 
 def test_explicit_experiments_are_added_after_the_grid():
-    raw = {"study": "s", "sweep": {"pytorch.batch_size": [1, 2]},
+    raw = {**S, "sweep": {"pytorch.batch_size": [1, 2]},
            "experiments": [{"pytorch": {"batch_size": 16}, "dtype": "bfloat16"}]}
     _, experiments = parse_study(raw)
     assert [e.config.pytorch.batch_size for e in experiments] == [1, 2, 16]
@@ -74,36 +76,36 @@ def test_explicit_experiments_are_added_after_the_grid():
 
 
 def test_without_a_sweep_only_the_explicit_experiments_run():
-    raw = {"study": "s", "experiments": [{"pytorch": {"batch_size": 1}}, {"pytorch": {"batch_size": 8}}]}
+    raw = {**S, "experiments": [{"pytorch": {"batch_size": 1}}, {"pytorch": {"batch_size": 8}}]}
     assert [e.config.pytorch.batch_size for e in parse_study(raw)[1]] == [1, 8]
-    assert len(parse_study({"study": "s"})[1]) == 1  # no sweep, no experiments: the defaults, once
+    assert len(parse_study(S)[1]) == 1  # no sweep, no experiments: the defaults, once
 
 
 def test_dtype_short_names_are_accepted():
-    _, [experiment] = parse_study({"study": "s", "dtype": "bf16"})
+    _, [experiment] = parse_study({**S, "dtype": "bf16"})
     assert experiment.config.dtype == "bfloat16"
 
 
 @pytest.mark.parametrize("raw, expected", [
-    ({"study": "s", "workload": {"num_promts": 3}},
+    ({**S, "workload": {"num_promts": 3}},
      "workload.num_promts: unknown key 'num_promts'. Did you mean 'num_prompts'?"),
-    ({"study": "s", "backends": {"pytorch": {"batch_sze": 3}}},
+    ({**S, "backends": {"pytorch": {"batch_sze": 3}}},
      "backends.pytorch.batch_sze: unknown key 'batch_sze'. Did you mean 'batch_size'?"),
-    ({"study": "s", "sweep": {"pytorch.batch_size": [1, 0]}},
+    ({**S, "sweep": {"pytorch.batch_size": [1, 0]}},
      "sweep['pytorch.batch_size'][1]: Input should be greater than or equal to 1 (got 0)"),
-    ({"study": "s", "sweep": {"pytorch.batchsize": [1]}}, "Did you mean 'batch_size'?"),
-    ({"study": "s", "sweep": {"dtyp": ["float16"]}}, "sweep.dtyp: unknown axis. Did you mean 'dtype'?"),
-    ({"study": "s", "sweep": {"backend": ["pytorh"]}}, "unknown backend 'pytorh'. Did you mean 'pytorch'?"),
-    ({"study": "s", "sweep": {"vllm.max_num_seqs": [8]}}, "applies to backend 'vllm', which this study does not run"),
-    ({"study": "s", "dtype": "float8"}, "dtype: Input should be 'auto', 'float32', 'float16' or 'bfloat16'"),
-    ({"study": "s", "experiments": [{"pytorch": {"batch_size": -1}}]}, "experiments[0].pytorch.batch_size"),
-    ({"study": "s", "decoding": {"temperature": 0.7}}, "only apply to preset: sampling"),
-    ({"study": "s", "sweep": {"dtype": []}}, "sweep.dtype: empty list"),
-    ({"study": "s", "sweep": {"dtype": ["float16", "float16"]}}, "are identical"),
-    ({"study": "s", "gates": {"avg_power_w": {"max_increase": "five"}}}, "expected a percentage such as 5%"),
+    ({**S, "sweep": {"pytorch.batchsize": [1]}}, "Did you mean 'batch_size'?"),
+    ({**S, "sweep": {"dtyp": ["float16"]}}, "sweep.dtyp: unknown axis. Did you mean 'dtype'?"),
+    ({**S, "sweep": {"backend": ["pytorh"]}}, "unknown backend 'pytorh'. Did you mean 'pytorch'?"),
+    ({**S, "sweep": {"vllm.max_num_seqs": [8]}}, "applies to backend 'vllm', which this study does not run"),
+    ({**S, "dtype": "float8"}, "dtype: Input should be 'auto', 'float32', 'float16' or 'bfloat16'"),
+    ({**S, "experiments": [{"pytorch": {"batch_size": -1}}]}, "experiments[0].pytorch.batch_size"),
+    ({**S, "decoding": {"temperature": 0.7}}, "only apply to preset: sampling"),
+    ({**S, "sweep": {"dtype": []}}, "sweep.dtype: empty list"),
+    ({**S, "sweep": {"dtype": ["float16", "float16"]}}, "are identical"),
+    ({**S, "gates": {"avg_power_w": {"max_increase": "five"}}}, "expected a percentage such as 5%"),
     ({"study": "bad name"}, "study: String should match pattern"),
     ({"model": "x"}, "study: Field required"),
-    ({"study": "s", "colour": "red"}, "unknown key 'colour'"),
+    ({**S, "colour": "red"}, "unknown key 'colour'"),
 ])
 def test_config_errors_name_the_yaml_path_and_the_fix(raw, expected):
     assert expected in error(raw)

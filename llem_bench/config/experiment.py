@@ -142,7 +142,7 @@ class MeasurementConfig(StrictModel):
 class ExperimentConfig(StrictModel):
     study: str = knob("adhoc", "Name of the study this experiment belongs to.")
     model: str = knob(
-        "synthetic:tiny", "synthetic:<shape> (offline random-init checkpoint), a Hugging Face id or a local path.",
+        ..., "Required. synthetic:<shape> (offline random-init checkpoint), a Hugging Face id or a local path.",
         load=True,
     )
     backend: Literal["pytorch", "vllm", "tensorrt"] = knob("pytorch", "Inference backend.", load=True)

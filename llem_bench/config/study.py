@@ -185,6 +185,7 @@ def expand(study: Study) -> list[Experiment]:
                 _set_dotted(raw, key, values[index])
                 prov[key] = f"sweep['{key}'][{index}]"
                 swept[key] = values[index]
+            _require_model(src, raw, "model")
             experiments.append(_build(src, raw, prov, swept))
     for i, extra in enumerate(study.experiments):
         backend = extra.get("backend") or backends[0]
@@ -193,6 +194,7 @@ def expand(study: Study) -> list[Experiment]:
         for key, value in _flatten(extra):
             _set_dotted(raw, key, value)
             prov[key] = f"experiments[{i}].{key}"
+        _require_model(src, raw, f"experiments[{i}].model")
         experiments.append(_build(src, raw, prov, dict(_flatten(extra))))
 
     _check_unique(src, experiments)
@@ -216,6 +218,13 @@ def _check_run_level(study: Study) -> None:
                     and name in section["measurement"]:
                 raise ConfigError(f"{study.source}: backends.{backend}.measurement.{name}: set it once under "
                                   f"the study's measurement: section")
+def _require_model(src: str, raw: dict, where: str) -> None:
+    """No silent default model: a study that forgot `model:` would otherwise measure a toy."""
+    if raw.get("model") is None:
+        raise ConfigError(
+            f"{src}: {where}: required: name the model to run, at the top level (model: ...), as a sweep axis "
+            "(sweep: {model: [...]}) or in every experiment. Add `model: synthetic:tiny` for the CPU quickstart, "
+            "or a synthetic shape (synthetic:llama-1b, ...), a Hugging Face id or a local path.")
 
 
 def _backends_to_run(study: Study) -> list[str]:

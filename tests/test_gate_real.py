@@ -2,7 +2,12 @@
 REGRESSED, and a real slowdown (torch limited to one thread) is caught in the right direction.
 
 Seven short pytest sessions of a one-experiment study (synthetic:tiny, 3 repeats of 3 half-second
-cycles); the machine may be shared, which is exactly the noise the repeats must absorb."""
+cycles). The machine may be shared. Every session runs with OMP_WAIT_POLICY=passive: with the
+default spinning OpenMP threads, a 2-thread torch on 2 oversubscribed cores ran at 4-30 tok/s
+instead of ~600 (measured here with 8 busy processes), so the 2-thread baseline became the slow
+side and load changes between sessions were amplified 20-fold. The gate is 20%: one thread instead
+of two costs ~30% on an idle 2-core machine and more on a busy one; other helpers starting or
+stopping between two sessions shift a fair CPU share by less."""
 
 from __future__ import annotations
 
@@ -34,14 +39,14 @@ backends:
   pytorch: {batch_size: 8, device: cpu}
 gates:
   on_inconclusive: warn
-  output_tokens_per_s: {max_decrease: 10%}
+  output_tokens_per_s: {max_decrease: 20%}
 """
 
-ROW = re.compile(r"^\| output_tokens_per_s \(±10%\)\*.*$", re.M)
+ROW = re.compile(r"^\| output_tokens_per_s \(±20%\)\*.*$", re.M)
 
 
 def _run(study: Path, out: Path, run_id: str, baseline: str | None = None, threads: int | None = None):
-    env = dict(os.environ)
+    env = dict(os.environ, OMP_WAIT_POLICY="passive")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)  # torch reads it at import: the worker's intra-op threads
     cmd = [sys.executable, "-m", "pytest", "benchmarks/pytorch/test_pytorch_energy.py", "--study", str(study),

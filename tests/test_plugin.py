@@ -169,8 +169,9 @@ def test_repeats_in_a_sweep_are_refused(project):
     result.stderr.fnmatch_lines(["*sweep.measurement.repeats: repeats is a run-level setting*"])
 
 
-def test_regression_gate_with_repeats_fails_a_worse_candidate_and_passes_an_unchanged_one(project):
+def test_regression_gate_with_repeats_fails_a_worse_candidate_and_passes_an_unchanged_one(project, monkeypatch):
     """Three repeats of one experiment; the gate compares per-repeat means (never cycles)."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")  # spinning OpenMP threads crawl on a shared CPU
     project.makefile(".yaml", gate=STUDY.replace("study: plug", "study: gate").replace(
         "min_window_s: 0}", "min_window_s: 0.3, repeats: 3}"))
     # a busy shared CPU can make a run `invalid` (cycle CV > 25%): this test is about the gate's statistics

@@ -42,6 +42,7 @@ gates:
   output_tokens_per_s: {max_decrease: 20%}
 """
 
+NOISY = 0.15   # a baseline run-to-run CV above this: a busy shared machine, not a quiet CI runner
 ROW = re.compile(r"^\| output_tokens_per_s \(±20%\)\*.*$", re.M)
 
 
@@ -92,6 +93,12 @@ def test_back_to_back_aa_never_regresses_and_one_thread_does(tmp_path):
     row = _gated_row(runs / "one-thread")
     lines.append(f"A/B 1 thread: {' | '.join(row)}")
     print("\n".join(lines))
+    assert row[-1] != "improved" and not row[5].startswith("+"), row   # never the wrong direction
+    base_cv = entry["metrics"]["output_tokens_per_s"]["cv"]
+    if row[-1] == "INCONCLUSIVE" and base_cv > NOISY:
+        # the gate is right not to decide; on a quiet machine (CV of a few %) this branch is never taken
+        pytest.xfail(f"machine too busy for 3 repeats: baseline run-to-run CV {base_cv:.0%} > {NOISY:.0%}; "
+                     f"1 thread: {row[5]}, detectable change {row[8]}")
     assert slow.returncode == 1, report[-4000:]
     assert row[-1] == "REGRESSED" and row[5].startswith("-"), row   # tok/s went down
     assert re.search(r"REGRESSED: gate-aa|REGRESSED: pytorch-tiny-fp32-\S+: output_tokens_per_s -", report), report[-3000:]

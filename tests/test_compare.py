@@ -432,8 +432,9 @@ def real_run(quickstart_run):
 def test_real_quickstart_run_against_itself(real_run):
     """One run per side: nothing can be decided from cycles, so every gated metric is inconclusive."""
     results = load_side(real_run)
-    cmp = compare_runs(results, load_side(real_run / "results"))
-    assert len(cmp.experiments) == len(results) and not cmp.warnings
+    cmp = compare_runs(results, load_side(real_run / "results"), allow_invalid=True)  # a busy CPU may be invalid
+    assert len(cmp.experiments) == len(results)
+    assert not [w for w in cmp.warnings if not w.startswith("INVALID RESULTS COMPARED")]
     for exp in cmp.experiments:
         assert "energy_per_output_token_j" in exp.skipped   # CPU run: no energy
         assert "peak_memory_mb" in exp.skipped              # CPU run: process peak RSS, not a window

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from llem_bench.config.study import GateSpec, parse_study
-from llem_bench.metrics import METRICS
+from llem_bench.config.study import parse_study
 from llem_bench.stats import minimum_detectable, repeats_needed, summarize, t95, welch
 from llem_bench.results.compare import (
     CROSS_MACHINE_FLOOR_CV, DEFAULT_GATED, NO_VARIANCE, compare_metric, compare_runs, gates_from, load_side,

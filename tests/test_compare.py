@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from llem_bench.config.study import GateSpec, parse_study
-from llem_bench.metrics import METRICS
+from llem_bench.config.study import parse_study
 from llem_bench.stats import minimum_detectable, repeats_needed, summarize, t95, welch
 from llem_bench.results.compare import (
     CROSS_MACHINE_FLOOR_CV, DEFAULT_GATED, NO_VARIANCE, compare_metric, compare_runs, gates_from, load_side,
@@ -432,8 +431,9 @@ def real_run(quickstart_run):
 def test_real_quickstart_run_against_itself(real_run):
     """One run per side: nothing can be decided from cycles, so every gated metric is inconclusive."""
     results = load_side(real_run)
-    cmp = compare_runs(results, load_side(real_run / "results"))
-    assert len(cmp.experiments) == len(results) and not cmp.warnings
+    cmp = compare_runs(results, load_side(real_run / "results"), allow_invalid=True)  # a busy CPU may be invalid
+    assert len(cmp.experiments) == len(results)
+    assert not [w for w in cmp.warnings if not w.startswith("INVALID RESULTS COMPARED")]
     for exp in cmp.experiments:
         assert "energy_per_output_token_j" in exp.skipped   # CPU run: no energy
         assert "peak_memory_mb" in exp.skipped              # CPU run: process peak RSS, not a window

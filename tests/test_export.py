@@ -21,10 +21,17 @@ VALUES = {"output_tokens_per_s": [512.0, 480.0, 530.0, 500.0], "energy_per_outpu
           "wall_time_s": WALL, "avg_power_w": None}
 
 
+def with_cycles(result, walls, passes):
+    cycles = [{"wall_time_s": w, "passes": p, "output_tokens": 8 * 16 * p} for w, p in zip(walls, passes)]
+    return result.model_copy(update={"cycles": cycles})
+
+
 def results():
-    return [make_result("pytorch-tiny-fp32-batch_size_8-abc123", VALUES,
-                        unavailable={"avg_power_w": "energy counter wrapped"}),
-            make_result("pytorch-tiny-bf16-batch_size_8-def456", {**VALUES, "wall_time_s": [1.0, 1.1, 0.9]}),
+    # 2 passes per window: a round (one pass) is half the window
+    return [with_cycles(make_result("pytorch-tiny-fp32-batch_size_8-abc123", VALUES,
+                                    unavailable={"avg_power_w": "energy counter wrapped"}), WALL, [2, 2, 2, 2]),
+            with_cycles(make_result("pytorch-tiny-bf16-batch_size_8-def456", {**VALUES, "wall_time_s": [1.0, 1.1, 0.9]}),
+                        [1.0, 1.1, 0.9], [1, 1, 1]),
             make_result("pytorch-tiny-bf16-batch_size_1-0a0b0c", status="failed")]
 
 
@@ -57,9 +64,26 @@ def test_pytest_benchmark_document():
     assert bench["extra_info"]["energy_per_output_token_j"] == pytest.approx(0.315)
     assert bench["extra_info"]["avg_power_w"] is None
     assert set(METRICS) <= set(bench["extra_info"])
-    assert bench["stats"]["data"] == WALL and bench["stats"]["rounds"] == 4
-    assert bench["stats"]["mean"] == pytest.approx(2.05) and bench["stats"]["ops"] == pytest.approx(4 / 8.2)
+    assert bench["stats"]["data"] == [w / 2 for w in WALL] and bench["stats"]["rounds"] == 4
+    assert bench["stats"]["mean"] == pytest.approx(1.025) and bench["stats"]["ops"] == pytest.approx(4 / 4.1)
+    assert bench["extra_info"]["passes"] == [2, 2, 2, 2] and "per workload pass" in bench["extra_info"]["round"]
     json.dumps(doc)
+
+
+def test_pytest_benchmark_round_is_the_time_of_one_pass_not_the_window():
+    """The audit's H100 windows: 4 passes in 12.73 s, 3 in 14.10 s, 2 in 10.78 s. The shortest window is the
+    slowest cycle; per-pass times rank them right."""
+    r = with_cycles(make_result(values={"wall_time_s": [12.73, 14.10, 10.78]}), [12.73, 14.10, 10.78], [4, 3, 2])
+    data = to_pytest_benchmark_json([r])["benchmarks"][0]["stats"]["data"]
+    assert data == pytest.approx([12.73 / 4, 14.10 / 3, 10.78 / 2])
+    assert data.index(max(data)) == 2   # the 2-pass window was the slow one
+
+
+def test_pytest_benchmark_repeats_are_separate_benchmarks():
+    runs = [with_cycles(make_result(values=VALUES, repeat=k, repeats=2), WALL, [2, 2, 2, 2]) for k in (1, 2)]
+    names = [b["name"] for b in to_pytest_benchmark_json(runs)["benchmarks"]]
+    assert names == ["test_pytorch[pytorch-tiny-fp32-batch_size_8-abc123-r1]",
+                     "test_pytorch[pytorch-tiny-fp32-batch_size_8-abc123-r2]"]
 
 
 def test_pytest_benchmark_document_of_nothing():
@@ -88,8 +112,8 @@ def test_pytest_benchmark_cli_loads_the_file(tmp_path):
     assert "test_pytorch[pytorch-tiny-fp32-batch_size_8-abc123]" in stdout
     assert len(rows) == 4
     row = next(r for r in rows if "abc123" in r["name"])
-    assert float(row["mean"]) == pytest.approx(2.05) and float(row["min"]) == pytest.approx(1.9)
-    assert float(row["median"]) == pytest.approx(2.05) and int(row["rounds"]) == 4
+    assert float(row["mean"]) == pytest.approx(1.025) and float(row["min"]) == pytest.approx(0.95)
+    assert float(row["median"]) == pytest.approx(1.025) and int(row["rounds"]) == 4
 
 
 def test_pytest_benchmark_cli_loads_a_real_run(tmp_path, quickstart_run):
@@ -101,7 +125,8 @@ def test_pytest_benchmark_cli_loads_a_real_run(tmp_path, quickstart_run):
     assert len(rows) == len(real)
     for row in rows:
         test_id = row["name"].split("[", 1)[1].rstrip("]")
-        assert float(row["mean"]) == pytest.approx(by_id[test_id].metrics["wall_time_s"].mean)
+        per_pass = [c["wall_time_s"] / c["passes"] for c in by_id[test_id].cycles]
+        assert float(row["mean"]) == pytest.approx(sum(per_pass) / len(per_pass))
 
 
 # --- github-action-benchmark ---------------------------------------------------------------------

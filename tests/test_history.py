@@ -105,9 +105,9 @@ def test_comparable_of_a_cpu_run_and_a_gpu_run_says_so():
 def test_compare_runs_takes_its_environment_warnings_from_comparable():
     """compare.py does not keep its own list of facts: its warnings are comparable's reasons."""
     base = load_side(REFERENCE / "h100-vllm-llama-1b")
-    cand = {t: _with_env(r, **{"nvml.driver": "590.1"}) for t, r in base.items()}
+    cand = {t: [_with_env(r, **{"nvml.driver": "590.1"}) for r in runs] for t, runs in base.items()}
     warnings = compare_runs(base, cand).warnings
-    _, reasons = comparable(next(iter(base.values())), next(iter(cand.values())))
+    _, reasons = comparable(next(iter(base.values()))[0], next(iter(cand.values()))[0])
     assert [w for w in warnings if w.startswith("ENVIRONMENT MISMATCH")] == [f"ENVIRONMENT MISMATCH: {r}"
                                                                              for r in reasons]
     assert not [w for w in compare_runs(base, base).warnings if "ENVIRONMENT" in w]

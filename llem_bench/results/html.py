@@ -7,7 +7,6 @@ import html
 from pathlib import Path
 from typing import Any, Optional
 
-from llem_bench.metrics import METRICS
 from llem_bench.results import plots
 from llem_bench.results.format import fmt
 from llem_bench.results.schema import ExperimentResult

@@ -198,17 +198,21 @@ def test_net_energy_idle_peak_phases_and_cross_check_against_the_trace(fake_gpu)
     assert idle["seconds_after_last_gpu_work"] >= 1.0
 
     tokens = REQUESTS * OUTPUT_TOKENS
+    spans = gpu.busy[1 + 4:]  # after the previous experiment's work and the 4 warmup passes: the cycles' passes
     for cycle in result.cycles:
         assert cycle["output_tokens"] == tokens * cycle["passes"]
-        # Gross: the counter over the window is the trace's energy over it (edges within one counter step).
-        busy = cycle["passes"] * PASS_S
-        assert cycle["energy_j"] == pytest.approx(IDLE_W * cycle["wall_time_s"] + (BUSY_W - IDLE_W) * busy,
-                                                  abs=2 * BUSY_W * COUNTER_STEP_S + RIPPLE_W * RIPPLE_PERIOD_S + 1.5)
-        # Net: what the passes added over idle: (300 - 100) W x 0.1 s per pass / 32 tokens = 0.625 J/token
-        # (plus the few ms each pass overshoots its sleep).
+        mine, spans = spans[:cycle["passes"]], spans[cycle["passes"]:]
+        busy = sum(b - a for a, b in mine)  # the passes as the GPU ran them (sleeps overshoot on a loaded box)
+        assert busy == pytest.approx(cycle["passes"] * PASS_S, rel=0.5)
+        # Gross: the counter over the window is the trace's energy over it, to within a counter step at
+        # each edge and the ripple's part-period.
+        slack = 2 * (BUSY_W + RIPPLE_W) * COUNTER_STEP_S + RIPPLE_W * RIPPLE_PERIOD_S
+        assert cycle["energy_j"] == pytest.approx(IDLE_W * cycle["wall_time_s"] + (BUSY_W - IDLE_W) * busy, abs=slack)
+        # Net: what the passes added over idle, (300 - 100) W x busy time / tokens (0.625 J/token at 0.1 s passes).
         assert cycle["energy_per_output_token_net_j"] == pytest.approx(
             (cycle["energy_j"] - idle["mean_power_w"] * cycle["wall_time_s"]) / cycle["output_tokens"])
-        assert cycle["energy_per_output_token_net_j"] == pytest.approx((BUSY_W - IDLE_W) * PASS_S / tokens, rel=0.1)
+        assert cycle["energy_per_output_token_net_j"] == pytest.approx(
+            (BUSY_W - IDLE_W) * busy / cycle["output_tokens"], abs=(slack + 2.0 * cycle["wall_time_s"]) / cycle["output_tokens"])
         # Peak: the instantaneous field sees the 400 W ripple top; the 1 s average stays near 300 W.
         assert cycle["peak_power_w"] == pytest.approx(BUSY_W + RIPPLE_W, abs=1.0)
         assert cycle["peak_power_1s_avg_w"] < BUSY_W + 0.3 * RIPPLE_W

@@ -211,13 +211,26 @@ def _idle_reason(probe: Probe, seconds: float) -> str:
 def _roofline(backend: Backend, workload: Workload, meter: EnergyMeter, phases: dict) -> dict[str, Any]:
     if not hasattr(backend, "model_shape"):
         return {"fraction": None, "reason": f"the {backend.name} backend does not report its model shape"}
-    names = [g.get("name") for g in meter.describe().get("gpus", [])]
+    names = [g.get("name") for g in meter.describe().get("gpus", [])] or _gpu_names(backend)
     avg_context = workload.input_tokens / workload.num_requests + workload.output_tokens / 2
     decode = phases.get("decode", {})
     reason = decode.get("reason") or phases.get("reason") or "decode throughput not measured"
     return decode_roofline(backend.model_shape(), names, backend.decode_batch(workload), avg_context,
                            decode.get("tokens_per_s"), layer_sequential=backend.name == "pytorch",
                            no_measurement_reason=f"decode throughput not measured: {reason}")
+
+
+def _gpu_names(backend: Backend) -> list[str]:
+    """GPU names from NVML when the meter has none (measurement.energy: none on a GPU): the roofline
+    needs the GPU, not the energy measurement."""
+    if not backend.cuda_ordinals():
+        return []
+    try:
+        from llem_bench.energy.gpus import gpu_facts, nvml_handles_for
+
+        return [gpu_facts(h)["name"] for h in nvml_handles_for(backend.cuda_ordinals()).values()]
+    except Exception:
+        return []
 
 
 def _power_summary(samples: Any, cycles: list[dict], reason: Optional[str], meter_source: str) -> dict[str, Any]:

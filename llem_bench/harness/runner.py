@@ -77,7 +77,8 @@ def run_experiment(
     meter = _make_meter(meter_factory, backend, probe)
     _warn_duplicate_prompts(workload, warnings)
     try:
-        idle_resident = _idle_resident(probe, measurement.baseline_idle_s)
+        # Idle only serves net energy: without an energy measurement it would be waiting for nothing.
+        idle_resident = _idle_resident(probe, measurement.baseline_idle_s) if meter.available else None
         offline = measure_offline(backend, workload, meter, probe, measurement, warnings,
                                   progress=lambda message: log(f"{experiment.test_id}: {message}"))
         warmup, cycles, latency = offline.warmup, offline.cycles, offline.latency
@@ -126,7 +127,7 @@ def run_experiment(
         token_check=token_check,
         peak_memory_method=peak_method,
         idle={"before_load": idle_before_load, "resident": idle_resident, **net,
-              "reason": None if idle_resident else _idle_reason(probe, measurement.baseline_idle_s)},
+              "reason": None if idle_resident else _idle_reason(probe, measurement.baseline_idle_s, meter)},
         power=power,
         latency=latency,
         phases=phases,
@@ -204,7 +205,9 @@ def _warn_duplicate_prompts(workload: Workload, warnings: list[str]) -> None:
                         "inside a pass")
 
 
-def _idle_reason(probe: Probe, seconds: float) -> str:
+def _idle_reason(probe: Probe, seconds: float, meter: EnergyMeter) -> str:
+    if not meter.available:
+        return f"not measured: energy unavailable ({meter.reason})"
     return "measurement.baseline_idle_s: 0" if seconds <= 0 else f"no power sampler: {probe.reason}"
 
 

@@ -74,6 +74,8 @@ def test_validity_needs_a_stable_warmup_two_cycles_and_a_meaningful_net():
     unchecked = verdict(**{**ok, "warmup": {"stable": None, "note": "stability not checked: max_runs 2 < 4"}})
     assert unchecked["verdict"] == "warning" and "max_runs 2" in unchecked["reasons"][0]
     assert verdict(**{**ok, "net_flag": "net energy is 3.0% of gross"})["verdict"] == "warning"
+    noisy_net = verdict(**{**ok, "cvs": {"x": 0.01, "energy_per_output_token_net_j": 0.347}})
+    assert noisy_net["verdict"] == "warning" and "34.7%" in noisy_net["reasons"][0]
     # One throttled 100 ms sample in a window is not a throttled window; 10% of the samples is.
     assert verdict(**{**ok, "throttle_fraction": {"sw_power_cap": 0.01}})["verdict"] == "valid"
     capped = verdict(**{**ok, "throttle_fraction": {"sw_power_cap": 0.10}})

@@ -108,7 +108,7 @@ def run_experiment(
         cvs={n: metrics[n].cv if metrics[n] else None for n in CV_CHECKED},
         window_s=min(c["wall_time_s"] for c in cycles), throttle_fraction=power.get("throttle_fraction", {}),
         cross_check=power.get("cross_check"), other_processes=_foreign_processes(meter),
-        warmup=warmup, cycles=len(cycles), net_flag=net.get("flag"),
+        warmup=warmup, cycles=len(cycles), net_flag=net.get("net_flag"),
         trend=_cycle_trend([c["output_tokens_per_s"] for c in cycles]),
     )
     return ExperimentResult(
@@ -176,12 +176,12 @@ def _net_energy(metrics: dict, cycles: list[dict], idle: Optional[dict], warning
     share = summary.mean / gross.mean if gross and gross.mean else None
     out["net_share_of_gross"] = share
     if share is not None and share <= 0:
-        out["flag"] = f"net energy is not positive ({summary.mean:.4g} J/token): the idle baseline is above the load"
+        out["net_flag"] = f"net energy is not positive ({summary.mean:.4g} J/token): the idle baseline is above the load"
     elif share is not None and share < NET_SHARE_MIN:
-        out["flag"] = (f"net energy is {share:.1%} of gross (< {NET_SHARE_MIN:.0%}): within what the idle "
+        out["net_flag"] = (f"net energy is {share:.1%} of gross (< {NET_SHARE_MIN:.0%}): within what the idle "
                        "baseline's error can move; read the gross number")
-    if out.get("flag"):
-        warnings.append(out["flag"])
+    if out.get("net_flag"):
+        warnings.append(out["net_flag"])
     return out
 
 

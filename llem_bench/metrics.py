@@ -25,11 +25,14 @@ METRICS: dict[str, Metric] = {
     "requests_per_s": Metric("req/s", True, "completed requests / window wall time"),
     "energy_per_output_token_j": Metric("J", False, "GPU energy in the window / generated tokens", energy=True),
     "energy_per_output_token_net_j": Metric(
-        "J", False, "(GPU energy - resident idle power x window time) / generated tokens", energy=True),
+        "J", False, "(GPU energy - resident idle power x window time) / generated tokens; idle power from the "
+        "same energy counter after power stopped falling; the CI adds the idle uncertainty", energy=True),
     "energy_per_request_j": Metric("J", False, "GPU energy in the window / completed requests", energy=True),
     "avg_power_w": Metric("W", False, "GPU energy in the window / window wall time", energy=True),
-    "peak_power_w": Metric("W", False, "highest sampled GPU power in the window (summed over GPUs per tick)",
-                           energy=True),
+    "peak_power_w": Metric("W", False, "highest instantaneous GPU power sampled in the window (NVML field "
+                           "power_instant_w, NVML_FI_DEV_POWER_INSTANT, summed over GPUs per tick; the ~1 s average "
+                           "power_w where the driver lacks it, named in power.peak_power_field; the 1 s average "
+                           "peak is kept as power.peak_power_1s_avg_w)", energy=True),
     "wall_time_s": Metric("s", False, "window wall time (CUDA-synchronised edges)"),
     "peak_memory_mb": Metric("MiB", False, "peak memory in the window (method recorded in the result)"),
 }

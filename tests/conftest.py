@@ -38,7 +38,10 @@ def quickstart_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks", "--study", "studies/quickstart.yaml",
-         "--llem-out", str(out), "--llem-run-id", "qs", "-q", "-p", "no:cacheprovider"],
+         "--llem-out", str(out), "--llem-run-id", "qs", "-q", "-p", "no:cacheprovider",
+         # On a shared machine the sub-second CPU windows can vary past the 25% "invalid" line; these tests
+         # read the run's files. The CI's own quickstart step runs without this flag.
+         "--llem-allow-invalid"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, f"the quickstart study failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

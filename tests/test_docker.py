@@ -16,7 +16,7 @@ from llem_bench.isolation.docker import (cuda_mismatch, docker_command, engine_u
                                          has_nvidia_runtime, preflight)
 from llem_bench.isolation.runner import choose_runner, parse_runner
 
-from test_plugin import BENCH, STUDY
+from test_plugin import ALLOW_INVALID_INI, BENCH, STUDY
 
 IMAGE = "vllm/vllm-openai:v0.26.0"
 
@@ -29,6 +29,7 @@ def engine_answers() -> bool:
 @pytest.fixture
 def project(pytester, tiny_checkpoint):
     pytester.makepyfile(test_bench=BENCH)
+    pytester.makeini(ALLOW_INVALID_INI)
     pytester.makefile(".yaml", study=STUDY + f"runners: {{pytorch: 'docker:{IMAGE}'}}\n")
     return pytester
 

@@ -12,7 +12,7 @@ import pytest
 
 from llem_bench.hygiene import Hygiene, IdleReference, ResidualMemoryError, residual_memory, settle
 
-from test_plugin import BENCH, STUDY
+from test_plugin import ALLOW_INVALID_INI, BENCH, STUDY
 
 LONG = "  - {pytorch: {batch_size: 4}, measurement: {min_window_s: 600}}\n"  # runs ten minutes unless stopped
 
@@ -20,6 +20,7 @@ LONG = "  - {pytorch: {batch_size: 4}, measurement: {min_window_s: 600}}\n"  # r
 @pytest.fixture
 def project(pytester, tiny_checkpoint):
     pytester.makepyfile(test_bench=BENCH)
+    pytester.makeini(ALLOW_INVALID_INI)
     pytester.makefile(".yaml", study=STUDY)
     return pytester
 

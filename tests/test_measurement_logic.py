@@ -124,6 +124,8 @@ def test_validity_needs_a_stable_warmup_two_cycles_and_a_meaningful_net():
     unchecked = verdict(**{**ok, "warmup": {"stable": None, "note": "stability not checked: max_runs 2 < 4"}})
     assert unchecked["verdict"] == "warning" and "max_runs 2" in unchecked["reasons"][0]
     assert verdict(**{**ok, "net_flag": "net energy is 3.0% of gross"})["verdict"] == "warning"
+    noisy_net = verdict(**{**ok, "cvs": {"x": 0.01, "energy_per_output_token_net_j": 0.347}})
+    assert noisy_net["verdict"] == "warning" and "34.7%" in noisy_net["reasons"][0]
     # One throttled 100 ms sample in a window is not a throttled window; 10% of the samples is.
     assert verdict(**{**ok, "throttle_fraction": {"sw_power_cap": 0.01}})["verdict"] == "valid"
     capped = verdict(**{**ok, "throttle_fraction": {"sw_power_cap": 0.10}})
@@ -145,3 +147,30 @@ def test_warmup_config_that_can_never_reach_stability_is_an_error_naming_the_fie
     with pytest.raises(ConfigError, match="max_runs"):
         parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"warmup": {"min_runs": 1, "max_runs": 3}}})
     parse_study({"study": "s", "model": "synthetic:tiny", "measurement": {"warmup": {"min_runs": 2, "max_runs": 2}}})  # fixed: allowed
+
+
+def _summary(mean, half):
+    from llem_bench.results.schema import MetricSummary
+
+    return MetricSummary(mean=mean, std=half, n=3, cv=None, ci95_low=mean - half, ci95_high=mean + half,
+                         values=[mean] * 3)
+
+
+def test_net_ci_adds_the_idle_uncertainty_and_a_meaningless_net_is_flagged():
+    from llem_bench.harness.runner import _net_energy
+
+    cycles = [{"wall_time_s": 5.0, "output_tokens": 1000}] * 3
+    warnings = []
+    metrics = {"energy_per_output_token_net_j": _summary(0.05, 0.002), "energy_per_output_token_j": _summary(0.2, 0.004)}
+    out = _net_energy(metrics, cycles, {"uncertainty_w": 2.0}, warnings)
+    # idle term: 2 W x 5 s / 1000 tokens = 0.01 J/token; half-width = sqrt(0.002^2 + 0.01^2)
+    assert out["net_idle_term_j"] == pytest.approx(0.01)
+    net = metrics["energy_per_output_token_net_j"]
+    assert (net.ci95_high - net.ci95_low) / 2 == pytest.approx((0.002 ** 2 + 0.01 ** 2) ** 0.5)
+    assert out["net_share_of_gross"] == pytest.approx(0.25) and "net_flag" not in out and warnings == []
+    # 600 J in 5 s with 125 W idle over 1000 tokens: net -0.025 J/token (review 1.1)
+    negative = {"energy_per_output_token_net_j": _summary(-0.025, 0.001), "energy_per_output_token_j": _summary(0.6, 0.01)}
+    assert "not positive" in _net_energy(negative, cycles, {"uncertainty_w": 2.0}, warnings)["net_flag"]
+    tiny = {"energy_per_output_token_net_j": _summary(0.02, 0.001), "energy_per_output_token_j": _summary(0.6, 0.01)}
+    assert "3.3% of gross" in _net_energy(tiny, cycles, {"uncertainty_w": 2.0}, warnings)["net_flag"]
+    assert len(warnings) == 2

@@ -26,11 +26,29 @@ STUDY = textwrap.dedent("""
 """)
 
 
+# These tests check the plugin's mechanics with sub-second windows on a shared CPU, where the cycle CV is
+# noise and can pass the 25% "invalid" line; the verdict rule itself is tested on its own (below and in
+# test_measurement_logic.py), so these runs accept invalid verdicts.
+ALLOW_INVALID_INI = "[pytest]\naddopts = --llem-allow-invalid\n"
+
+
 @pytest.fixture
 def project(pytester, tiny_checkpoint):
     pytester.makepyfile(test_bench=BENCH)
     pytester.makefile(".yaml", study=STUDY)
+    pytester.makeini(ALLOW_INVALID_INI)
     return pytester
+
+
+def test_an_invalid_result_fails_its_test_unless_allowed(pytester, tiny_checkpoint):
+    # One cycle has no spread: always invalid, whatever the machine's load.
+    pytester.makepyfile(test_bench=BENCH)
+    pytester.makefile(".yaml", study=STUDY.replace("cycles: 2", "cycles: 1").replace("[1, 2]", "[1]"))
+    failed = pytester.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out")
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(["*verdict invalid*1 measured cycle*--llem-allow-invalid*"])
+    pytester.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out",
+                                  "--llem-allow-invalid").assert_outcomes(passed=1)
 
 
 def test_collection_gives_one_test_per_experiment_with_k_friendly_ids(project):

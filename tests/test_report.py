@@ -335,3 +335,13 @@ def test_throughput_only_chart_when_no_experiment_has_energy(tmp_path):
     assert plots.scatter_series(results) == {}
     _, caption = plots.energy_vs_throughput(results)
     assert caption == "Throughput only: energy is unavailable in every experiment (the GPU has no energy counter)."
+
+
+def test_bars_carry_the_ci_and_hatch_invalid_results(tmp_path):
+    _, results = _synthetic_run(tmp_path)
+    fig = plots.axis_figure(results, "max_num_seqs")
+    ax = fig.axes[0]
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 1  # vllm max_num_seqs 8 is invalid; the valid bar beside it is plain
+    assert any(len(c.get_segments()) for c in ax.collections)  # error bars (CI) are drawn
+    plots._plt().close(fig)

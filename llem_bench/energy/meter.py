@@ -143,6 +143,8 @@ class ZeusMeter:
         from llem_bench.energy.gpus import gpu_facts
 
         return {"source": self.source, "available": True, "reason": None,
+                "note": "on Volta and newer Zeus reads the same NVML energy counter, so Zeus vs "
+                        "nvml_counter_energy_j is a consistency check, not an independent measurement",
                 "gpus": [gpu_facts(h) for h in self.handles.values()]}
 
 

@@ -78,7 +78,8 @@ def run_experiment(
     meter = _make_meter(meter_factory, backend, probe)
     _warn_duplicate_prompts(workload, warnings)
     try:
-        idle_resident = _idle_resident(probe, measurement.baseline_idle_s)
+        # Idle only serves net energy: without an energy measurement it would be waiting for nothing.
+        idle_resident = _idle_resident(probe, measurement.baseline_idle_s) if meter.available else None
         offline = measure_offline(backend, workload, meter, probe, measurement, warnings,
                                   progress=lambda message: log(f"{experiment.key}: {message}"))
         warmup, cycles, latency = offline.warmup, offline.cycles, offline.latency
@@ -108,7 +109,7 @@ def run_experiment(
         cvs={n: metrics[n].cv if metrics[n] else None for n in CV_CHECKED},
         window_s=min(c["wall_time_s"] for c in cycles), throttle_fraction=power.get("throttle_fraction", {}),
         cross_check=power.get("cross_check"), other_processes=_foreign_processes(meter),
-        warmup=warmup, cycles=len(cycles), net_flag=net.get("flag"),
+        warmup=warmup, cycles=len(cycles), net_flag=net.get("net_flag"),
         trend=_cycle_trend([c["output_tokens_per_s"] for c in cycles]),
     )
     return ExperimentResult(
@@ -127,7 +128,7 @@ def run_experiment(
         token_check=token_check,
         peak_memory_method=peak_method,
         idle={"before_load": idle_before_load, "resident": idle_resident, **net,
-              "reason": None if idle_resident else _idle_reason(probe, measurement.baseline_idle_s)},
+              "reason": None if idle_resident else _idle_reason(probe, measurement.baseline_idle_s, meter)},
         power=power,
         latency=latency,
         phases=phases,
@@ -176,12 +177,12 @@ def _net_energy(metrics: dict, cycles: list[dict], idle: Optional[dict], warning
     share = summary.mean / gross.mean if gross and gross.mean else None
     out["net_share_of_gross"] = share
     if share is not None and share <= 0:
-        out["flag"] = f"net energy is not positive ({summary.mean:.4g} J/token): the idle baseline is above the load"
+        out["net_flag"] = f"net energy is not positive ({summary.mean:.4g} J/token): the idle baseline is above the load"
     elif share is not None and share < NET_SHARE_MIN:
-        out["flag"] = (f"net energy is {share:.1%} of gross (< {NET_SHARE_MIN:.0%}): within what the idle "
+        out["net_flag"] = (f"net energy is {share:.1%} of gross (< {NET_SHARE_MIN:.0%}): within what the idle "
                        "baseline's error can move; read the gross number")
-    if out.get("flag"):
-        warnings.append(out["flag"])
+    if out.get("net_flag"):
+        warnings.append(out["net_flag"])
     return out
 
 
@@ -205,20 +206,35 @@ def _warn_duplicate_prompts(workload: Workload, warnings: list[str]) -> None:
                         "inside a pass")
 
 
-def _idle_reason(probe: Probe, seconds: float) -> str:
+def _idle_reason(probe: Probe, seconds: float, meter: EnergyMeter) -> str:
+    if not meter.available:
+        return f"not measured: energy unavailable ({meter.reason})"
     return "measurement.baseline_idle_s: 0" if seconds <= 0 else f"no power sampler: {probe.reason}"
 
 
 def _roofline(backend: Backend, workload: Workload, meter: EnergyMeter, phases: dict) -> dict[str, Any]:
     if not hasattr(backend, "model_shape"):
         return {"fraction": None, "reason": f"the {backend.name} backend does not report its model shape"}
-    names = [g.get("name") for g in meter.describe().get("gpus", [])]
+    names = [g.get("name") for g in meter.describe().get("gpus", [])] or _gpu_names(backend)
     avg_context = workload.input_tokens / workload.num_requests + workload.output_tokens / 2
     decode = phases.get("decode", {})
     reason = decode.get("reason") or phases.get("reason") or "decode throughput not measured"
     return decode_roofline(backend.model_shape(), names, backend.decode_batch(workload), avg_context,
                            decode.get("tokens_per_s"), layer_sequential=backend.name == "pytorch",
                            no_measurement_reason=f"decode throughput not measured: {reason}")
+
+
+def _gpu_names(backend: Backend) -> list[str]:
+    """GPU names from NVML when the meter has none (measurement.energy: none on a GPU): the roofline
+    needs the GPU, not the energy measurement."""
+    if not backend.cuda_ordinals():
+        return []
+    try:
+        from llem_bench.energy.gpus import gpu_facts, nvml_handles_for
+
+        return [gpu_facts(h)["name"] for h in nvml_handles_for(backend.cuda_ordinals()).values()]
+    except Exception:
+        return []
 
 
 def _power_summary(samples: Any, cycles: list[dict], reason: Optional[str], meter_source: str) -> dict[str, Any]:

@@ -169,7 +169,8 @@ def axis_groups(results: list[ExperimentResult], axis: str) -> tuple[list[Any], 
 
 
 def axis_figure(results: list[ExperimentResult], axis: str):
-    """Grouped bars: throughput (and J/token where measured) per value of one sweep axis."""
+    """Grouped bars: throughput (and J/token where measured) per value of one sweep axis, with the 95% CI
+    as error bars; invalid results are hatched and faded."""
     ok = _ok(results)
     x_values, series = axis_groups(ok, axis)
     labels = sorted(series, key=_natural)[:MAX_SERIES]
@@ -180,13 +181,22 @@ def axis_figure(results: list[ExperimentResult], axis: str):
     width = 0.8 / max(1, len(labels))
     for ax, (metric, name) in zip(axes[0], metrics):
         for i, label in enumerate(labels):
-            xs, ys = [], []
+            xs, ys, errors, invalid = [], [], [[], []], []
             for j, x in enumerate(x_values):
                 r = series[label].get(x)
                 if r is not None and r.mean(metric) is not None:
                     xs.append(j - 0.4 + width * (i + 0.5))
                     ys.append(r.mean(metric))
-            ax.bar(xs, ys, width=width, label=label, color=f"C{i % 10}")
+                    summary = r.metrics[metric]
+                    errors[0].append(summary.mean - summary.ci95_low if summary.ci95_low is not None else 0.0)
+                    errors[1].append(summary.ci95_high - summary.mean if summary.ci95_high is not None else 0.0)
+                    invalid.append((r.validity or {}).get("verdict") == "invalid")
+            bars = ax.bar(xs, ys, width=width, label=label, color=f"C{i % 10}", yerr=errors, capsize=2,
+                          error_kw={"elinewidth": 0.8})
+            for bar, bad in zip(bars, invalid):  # an invalid result must not look like a valid one
+                if bad:
+                    bar.set_hatch("xx")
+                    bar.set_alpha(0.35)
         ax.set_xticks(range(len(x_values)), [str(x) for x in x_values])
         ax.set_xlabel(axis_title(ok, axis))
         ax.set_ylabel(name)

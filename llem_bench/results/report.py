@@ -28,6 +28,20 @@ def summary_rows(results: list[ExperimentResult]) -> list[list[str]]:
     return rows
 
 
+def _idle_cell(idle: Optional[dict]) -> str:
+    """Idle power with its uncertainty, when it was taken and on which GPUs (results before the counter-based
+    idle have only the mean)."""
+    idle = idle or {}
+    text = fmt(idle.get("mean_power_w"))
+    if idle.get("uncertainty_w") is not None:
+        text += f" ± {idle['uncertainty_w']:.1f}"
+    if idle.get("seconds_after_last_gpu_work") is not None:
+        text += f", {idle['seconds_after_last_gpu_work']:.1f} s after work"
+    if idle.get("scope"):
+        text += f" ({idle['scope']})"
+    return text
+
+
 def header() -> list[str]:
     return ["experiment", "status", *[f"{m} ({METRICS[m].unit})" for m in TABLE_METRICS], "verdict"]
 
@@ -113,13 +127,17 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
         if not (r.power.get("samples") or (idle.get("resident") or {}).get("mean_power_w") is not None):
             continue
         diff = check.get("relative_difference")
-        power.append([r.key, fmt((idle.get("before_load") or {}).get("mean_power_w")),
-                      fmt((idle.get("resident") or {}).get("mean_power_w")), _int(r.power.get("samples")),
-                      _int(r.power.get("max_temperature_c")), ", ".join(r.power.get("throttle_reasons") or []) or "none",
-                      "n/a" if diff is None else f"{diff:+.2%}" + ("" if check.get("agree", True) else " DISAGREE")])
+        fractions = (r.power or {}).get("throttle_fraction") or {}
+        throttling = ", ".join(f"{n} {fractions[n]:.0%}" if n in fractions else n
+                               for n in r.power.get("throttle_reasons") or []) or "none"
+        same_source = "same source" in (check.get("reason") or "")
+        power.append([r.key, _idle_cell(idle.get("before_load")), _idle_cell(idle.get("resident")),
+                      _int(r.power.get("samples")), _int(r.power.get("max_temperature_c")), throttling,
+                      "n/a (same source)" if same_source else "n/a" if diff is None
+                      else f"{diff:+.2%}" + ("" if check.get("agree", True) else " DISAGREE")])
     if power:
         tables.append(("Idle power and power sampling", ["experiment", "idle W (before load)", "idle W (resident)",
-                                                         "samples", "max °C", "throttling",
+                                                         "samples", "max °C", "throttling (share of samples)",
                                                          "counter vs samples"], power))
     validity = [[r.key, r.validity["verdict"], "; ".join(r.validity.get("reasons") or [])]
                 for r in results if r.validity.get("verdict") in ("warning", "invalid")]

@@ -9,6 +9,7 @@ status 128 + the signal number (130, 143).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -21,6 +22,7 @@ from llem_bench.backends import load_key
 from llem_bench.config.backends import BACKENDS
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.preflight import preflight
+from llem_bench import progress
 from llem_bench.config.study import Experiment, load_study
 from llem_bench.results.compare import load_side
 from llem_bench.results.gate import gate_against_baseline
@@ -89,6 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"invalid runner:\n{exc}") from None
     if llem.run_dir is not None and llem.is_controller:
         config.pluginmanager.register(ManifestReporter(llem), "llem-manifest")
+        previous = progress.set_sink(_terminal_status(config, llem))
+        config.add_cleanup(lambda: progress.set_sink(previous))
     if llem.run_dir is not None and threading.current_thread() is threading.main_thread():
         _stop_like_ctrl_c_on_sigterm(config)
     baseline = config.getoption("llem_baseline", None)
@@ -97,6 +101,21 @@ def pytest_configure(config: pytest.Config) -> None:
             load_side(baseline)  # fail now, not after hours of measuring
         except ValueError as exc:
             raise pytest.UsageError(f"--llem-baseline: {exc}") from None
+
+
+def _terminal_status(config: pytest.Config, llem: LlemSession):
+    """Progress lines on the terminal, also with -q: written with output capture suspended (as
+    pytest's live logging does), each prefixed with the running experiment's k/N and id."""
+    def write(message: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            raise RuntimeError("no terminal")  # progress.status falls back to stderr
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                reporter.write("\n")  # -q prints its dots without a newline: start a line of our own
+            reporter.write_line(f"llem-bench {llem.current + ': ' if llem.current else ''}{message}")
+    return write
 
 
 def _stop_like_ctrl_c_on_sigterm(config: pytest.Config) -> None:
@@ -183,6 +202,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    llem = session.config.stash[SESSION_KEY]
+    to_run = {e.test_id for e in map(_experiment_of, session.items) if e is not None}
+    llem.planned = len(to_run - set(llem.already_done))
     reporter = session.config.pluginmanager.get_plugin("llem-manifest")
     if reporter is not None:
         reporter.open([item.nodeid for item in session.items])

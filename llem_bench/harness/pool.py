@@ -7,6 +7,7 @@ from typing import Optional
 
 from llem_bench.backends import Backend, create_backend, load_key
 from llem_bench.config.experiment import ExperimentConfig
+from llem_bench.progress import status
 
 
 class BackendPool:
@@ -24,6 +25,7 @@ class BackendPool:
             self.close()
             self.idle_before_load = _idle_before_load(config)
             backend = create_backend(config.backend)
+            status(f"loading {config.model} on {config.backend}" + (" (starting the engine)" if config.backend == "vllm" else ""))
             start = time.perf_counter()
             try:
                 backend.load(config)
@@ -31,7 +33,10 @@ class BackendPool:
                 backend.close()
                 raise
             load_s = time.perf_counter() - start
+            status(f"loaded in {load_s:.1f} s")
             self._key, self._backend = key, backend
+        if reused:
+            status("model already loaded (same load settings): reused")
         assert self._backend is not None
         self._backend.configure(config)
         return self._backend, reused, load_s

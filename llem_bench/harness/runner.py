@@ -18,6 +18,7 @@ from llem_bench.config.study import Experiment
 from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
 from llem_bench.metrics import ENERGY_METRICS, METRICS, cycle_metrics
+from llem_bench.progress import status
 from llem_bench.harness.roofline import decode_roofline
 from llem_bench.stats import summarize
 from llem_bench.harness.validity import verdict
@@ -74,7 +75,7 @@ def run_experiment(
     try:
         idle_resident = _idle_resident(probe, measurement.baseline_idle_s)
         offline = measure_offline(backend, workload, meter, probe, measurement, warnings,
-                                  progress=lambda message: log(f"{experiment.test_id}: {message}"))
+                                  progress=status)
         warmup, cycles, latency = offline.warmup, offline.cycles, offline.latency
     finally:
         samples = probe.sampler.stop() if probe.sampler else None

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from pydantic import ValidationError
 
@@ -105,8 +105,10 @@ class Workers:
     and its own log, `<run>/logs/<test-id>.log`.
     """
 
-    def __init__(self, run_path: Path, timeout_s: Optional[float], docker: DockerOptions = DockerOptions()):
+    def __init__(self, run_path: Path, timeout_s: Optional[float], docker: DockerOptions = DockerOptions(),
+                 progress: Optional[Callable[[str], None]] = None):
         self.run_path, self.timeout_s, self.docker = Path(run_path), timeout_s, docker
+        self.progress = progress  # where the worker's progress lines go (the controller's terminal)
         self._proc: Optional[subprocess.Popen] = None
         self._key: Optional[tuple[str, str]] = None
 
@@ -184,7 +186,15 @@ class Workers:
                 return "timeout"
             ready, _, _ = select.select([proc.stdout], [], [], wait)
             if ready:
-                return "reply" if proc.stdout.readline() else "died"
+                line = proc.stdout.readline()
+                if not line:
+                    return "died"
+                message = _progress_of(line)
+                if message is None:
+                    return "reply"
+                if self.progress is not None:
+                    self.progress(message)
+                continue
             if proc.poll() is not None:
                 return "died"
 
@@ -220,6 +230,15 @@ class Workers:
                 except OSError:
                     pass
         self._proc, self._key = None, None
+
+
+def _progress_of(line: str) -> Optional[str]:
+    """The message of a worker's progress line; None for its reply."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data.get("progress") if isinstance(data, dict) else None
 
 
 def _container_series() -> str:

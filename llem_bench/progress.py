@@ -1,0 +1,35 @@
+"""One-line progress of long work (experiment k/N, model load, warmup, cycles), shown on the
+terminal of the pytest process that runs the study, also with -q.
+
+Wherever the work runs, `status(message)` hands the line to the current sink:
+- in the pytest controller (inprocess runner): its terminal, with output capture suspended;
+- in a subprocess/venv worker: one JSON line on the worker's reply channel, which the controller
+  forwards to its terminal (isolation/runner.py), plus the experiment's log;
+- elsewhere (a docker worker, a script): stderr.
+
+Lines are written between phases, never inside a measured window: the window loop calls nothing here.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Optional
+
+_sink: Optional[Callable[[str], None]] = None
+
+
+def set_sink(sink: Optional[Callable[[str], None]]) -> Optional[Callable[[str], None]]:
+    """Install where status lines go; returns the previous sink (to restore it)."""
+    global _sink
+    previous, _sink = _sink, sink
+    return previous
+
+
+def status(message: str) -> None:
+    if _sink is not None:
+        try:
+            _sink(message)
+            return
+        except Exception:  # a progress line must never fail a measurement
+            pass
+    print(f"llem-bench: {message}", file=sys.stderr, flush=True)

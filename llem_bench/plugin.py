@@ -13,6 +13,7 @@ import contextlib
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -105,16 +106,41 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _terminal_status(config: pytest.Config, llem: LlemSession):
     """Progress lines on the terminal, also with -q: written with output capture suspended (as
-    pytest's live logging does), each prefixed with the running experiment's k/N and id."""
-    def write(message: str) -> None:
+    pytest's live logging does), each prefixed with the running experiment's k/N and id. While a
+    worker measures a window, a terminal (not a log) gets a countdown rewritten in place every
+    second, from this process: the worker prints nothing inside its window."""
+    window: dict = {}
+
+    def terminal():
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None:
             raise RuntimeError("no terminal")  # progress.status falls back to stderr
         capture = config.pluginmanager.get_plugin("capturemanager")
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        return reporter, capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+
+    def write(message: str, window_s: Optional[float] = None) -> None:
+        reporter, uncaptured = terminal()
+        prefix = f"llem-bench {llem.current + ': ' if llem.current else ''}"
+        window.clear()
+        if window_s:
+            window.update(until=time.monotonic() + window_s, label=prefix + message.split(":")[0])
+        with uncaptured:
             if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
-                reporter.write("\n")  # -q prints its dots without a newline: start a line of our own
-            reporter.write_line(f"llem-bench {llem.current + ': ' if llem.current else ''}{message}")
+                reporter.write("\n")  # -q prints its dots (or a countdown) without a newline
+            reporter.write_line(prefix + message)
+
+    def countdown() -> None:
+        left = window["until"] - time.monotonic() if window else 0
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if left < 1 or reporter is None or not reporter.isatty:
+            return
+        try:
+            with terminal()[1]:
+                reporter.rewrite(f"{window['label']}: >= {left:.0f} s left in the window", erase=True)
+        except Exception:
+            pass  # a countdown must never disturb the run
+
+    llem.on_idle = countdown
     return write
 
 

@@ -15,20 +15,23 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional
 
-_sink: Optional[Callable[[str], None]] = None
+Sink = Callable[[str, Optional[float]], None]
+_sink: Optional[Sink] = None
 
 
-def set_sink(sink: Optional[Callable[[str], None]]) -> Optional[Callable[[str], None]]:
+def set_sink(sink: Optional[Sink]) -> Optional[Sink]:
     """Install where status lines go; returns the previous sink (to restore it)."""
     global _sink
     previous, _sink = _sink, sink
     return previous
 
 
-def status(message: str) -> None:
+def status(message: str, window_s: Optional[float] = None) -> None:
+    """`window_s`: a measured window of at least this long opens right after this line (the
+    controller can count it down on a terminal from its own process; the worker prints nothing)."""
     if _sink is not None:
         try:
-            _sink(message)
+            _sink(message, window_s)
             return
         except Exception:  # a progress line must never fail a measurement
             pass

@@ -38,6 +38,7 @@ class LlemSession:
         self.planned = 0  # experiments this session will run (set at collection), for "experiment k/N"
         self.started = 0
         self.current: Optional[str] = None  # "[k/N] <test id>" while an experiment runs
+        self.on_idle: Callable[[], None] = lambda: None  # the plugin's countdown of an open window
         self.hygiene = Hygiene(self.option.llem_max_residual_mb, self.option.llem_residual, self.option.llem_settle_s)
         if study is None:
             return
@@ -133,7 +134,7 @@ class LlemSession:
         if self.workers is None:
             self.workers = Workers(self.run_dir.path, self.option.llem_timeout,
                                    DockerOptions(self.option.llem_docker_shm, self.option.llem_docker_ipc_host),
-                                   progress=status)
+                                   progress=status, idle=lambda: self.on_idle())
         return self.workers.run(runner, experiment, run_id=run_id, started_at=started)
 
     def close(self, interrupted: bool) -> None:

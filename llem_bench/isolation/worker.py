@@ -82,9 +82,9 @@ def serve() -> int:
     from llem_bench import progress
     from llem_bench.harness.pool import BackendPool
 
-    def forward(message: str) -> None:
+    def forward(message: str, window_s=None) -> None:
         print(f"llem-bench: {message}", file=sys.stderr, flush=True)  # the experiment's log keeps it too
-        reply.write(json.dumps({"progress": message}) + "\n")
+        reply.write(json.dumps({"progress": message, "window_s": window_s}) + "\n")
         reply.flush()
 
     progress.set_sink(forward)

@@ -31,14 +31,15 @@ class OfflineMeasurement:
 
 
 def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, probe: Probe, measurement: Any,
-                    warnings: list[str], progress: Callable[[str], None]) -> OfflineMeasurement:
+                    warnings: list[str], progress: Callable[..., None]) -> OfflineMeasurement:
     probe.mark("warmup_start")
     warmup = _warm_up(backend, workload, measurement.warmup, warnings, progress)
     probe.mark("warmup_end")
     cycles, observed_counts = [], []
     for index in range(measurement.cycles):
         # said before the window opens: nothing is printed inside it
-        progress(f"cycle {index + 1}/{measurement.cycles}: measuring a window of >= {measurement.min_window_s:g} s")
+        progress(f"cycle {index + 1}/{measurement.cycles}: measuring a window of >= {measurement.min_window_s:g} s",
+                 window_s=measurement.min_window_s)
         cycle, counts = _measure_cycle(backend, workload, meter, probe, measurement.min_window_s)
         cycles.append(cycle)
         observed_counts.extend(counts)

@@ -9,9 +9,11 @@ status 128 + the signal number (130, 143).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +22,7 @@ import pytest
 from llem_bench.config.backends import BACKENDS
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.preflight import preflight
+from llem_bench import progress
 from llem_bench.config.study import Experiment, load_study
 from llem_bench.results.compare import gated_summary, load_side
 from llem_bench.results.gate import gate_against_baseline
@@ -98,6 +101,8 @@ def pytest_configure(config: pytest.Config) -> None:
     llem.preflight_notes = notes
     if llem.run_dir is not None and llem.is_controller:
         config.pluginmanager.register(ManifestReporter(llem), "llem-manifest")
+        previous = progress.set_sink(_terminal_status(config, llem))
+        config.add_cleanup(lambda: progress.set_sink(previous))
     if llem.run_dir is not None and threading.current_thread() is threading.main_thread():
         _stop_like_ctrl_c_on_sigterm(config)
     baseline = config.getoption("llem_baseline", None)
@@ -106,6 +111,46 @@ def pytest_configure(config: pytest.Config) -> None:
             load_side(baseline)  # fail now, not after hours of measuring
         except ValueError as exc:
             raise pytest.UsageError(f"--llem-baseline: {exc}") from None
+
+
+def _terminal_status(config: pytest.Config, llem: LlemSession):
+    """Progress lines on the terminal, also with -q: written with output capture suspended (as
+    pytest's live logging does), each prefixed with the running experiment's k/N and id. While a
+    worker measures a window, a terminal (not a log) gets a countdown rewritten in place every
+    second, from this process: the worker prints nothing inside its window."""
+    window: dict = {}
+
+    def terminal():
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            raise RuntimeError("no terminal")  # progress.status falls back to stderr
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        return reporter, capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+
+    def write(message: str, window_s: Optional[float] = None) -> None:
+        reporter, uncaptured = terminal()
+        prefix = f"llem-bench {llem.current + ': ' if llem.current else ''}"
+        window.clear()
+        if window_s:
+            window.update(until=time.monotonic() + window_s, label=prefix + message.split(":")[0])
+        with uncaptured:
+            if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                reporter.write("\n")  # -q prints its dots (or a countdown) without a newline
+            reporter.write_line(prefix + message)
+
+    def countdown() -> None:
+        left = window["until"] - time.monotonic() if window else 0
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if left < 1 or reporter is None or not reporter.isatty:
+            return
+        try:
+            with terminal()[1]:
+                reporter.rewrite(f"{window['label']}: >= {left:.0f} s left in the window", erase=True)
+        except Exception:
+            pass  # a countdown must never disturb the run
+
+    llem.on_idle = countdown
+    return write
 
 
 def _stop_like_ctrl_c_on_sigterm(config: pytest.Config) -> None:
@@ -205,6 +250,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    llem = session.config.stash[SESSION_KEY]
+    to_run = {e.test_id for e in map(_experiment_of, session.items) if e is not None}
+    llem.planned = len(to_run - set(llem.already_done))
     reporter = session.config.pluginmanager.get_plugin("llem-manifest")
     if reporter is not None:
         reporter.open([item.nodeid for item in session.items])

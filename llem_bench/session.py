@@ -13,6 +13,7 @@ from llem_bench.harness.order import describe_plan, plan_runs
 from llem_bench.harness.pool import BackendPool
 from llem_bench.harness.runner import failed_result, log, run_experiment
 from llem_bench.hygiene import Hygiene
+from llem_bench.progress import status
 from llem_bench.isolation.runner import DockerOptions, RunnerSpec, Workers, check_runner, choose_runner, host_has_gpus
 from llem_bench.results.environment import git_info
 from llem_bench.results.manifest import Manifest
@@ -38,6 +39,10 @@ class LlemSession:
         self.preflight_notes: list[str] = []  # what the pre-flight checks could not verify here
         self.already_done: dict[str, str] = {}  # resume: run key -> reason it is skipped
         self.resume_problems: list[str] = []
+        self.planned = 0  # experiments this session will run (set at collection), for "experiment k/N"
+        self.started = 0
+        self.current: Optional[str] = None  # "[k/N] <test id>" while an experiment runs
+        self.on_idle: Callable[[], None] = lambda: None  # the plugin's countdown of an open window
         self.hygiene = Hygiene(self.option.llem_max_residual_mb, self.option.llem_residual, self.option.llem_settle_s)
         if study is None:
             return
@@ -86,7 +91,9 @@ class LlemSession:
         runner = self.runners[experiment.backend]
         record = self._recorder(test_id, note)
         record(runner=str(runner))
-        log(f"{test_id}: starting ({runner})")
+        self.started += 1
+        self.current = f"[{self.started}/{max(self.planned, self.started)}] {test_id}"
+        status(f"starting ({runner})")
         try:
             hygiene = self.hygiene.before(test_id)
             record(hygiene=hygiene)
@@ -103,7 +110,10 @@ class LlemSession:
                 reason = f"{type(exc).__name__}: {exc}"
                 path = self.run_dir.write_result(failed_result(experiment, run_id, started, reason))
                 record(result=f"results/{path.name}", reason=reason.splitlines()[0][:500])
+            self.current = None
             raise
+        status(_outcome(result))
+        self.current = None
         path = self.run_dir.write_result(result)
         log(f"{test_id}: result written to {path}")
         record(result=f"results/{path.name}", verdict=result.validity.get("verdict"))
@@ -131,7 +141,8 @@ class LlemSession:
             )
         if self.workers is None:
             self.workers = Workers(self.run_dir.path, self.option.llem_timeout,
-                                   DockerOptions(self.option.llem_docker_shm, self.option.llem_docker_ipc_host))
+                                   DockerOptions(self.option.llem_docker_shm, self.option.llem_docker_ipc_host),
+                                   progress=status, idle=lambda: self.on_idle())
         return self.workers.run(runner, experiment, run_id=run_id, started_at=started)
 
     def close(self, interrupted: bool) -> None:
@@ -141,3 +152,11 @@ class LlemSession:
         if self.manifest is not None:
             self.manifest.finish(interrupted)
 
+
+
+def _outcome(result: ExperimentResult) -> str:
+    if result.status != "ok":
+        return "failed"
+    tps = result.metrics.get("output_tokens_per_s")
+    rate = f", {tps.mean:.1f} out tok/s" if tps is not None else ""
+    return f"done: {result.validity.get('verdict', 'no verdict')}{rate}"

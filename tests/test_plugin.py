@@ -119,13 +119,22 @@ def test_a_failing_experiment_fails_alone_and_leaves_a_failed_result(project):
 
 def test_subprocess_runner_gives_the_same_kind_of_result_and_keeps_a_log(project):
     result = project.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--llem-run-id", "r",
-                                          "--llem-runner", "subprocess", "-k", "batch_size_2")
+                                          "--llem-runner", "subprocess", "-k", "batch_size_2", "-q")
     result.assert_outcomes(passed=1)
+    # the worker's progress reaches the controller's terminal, also with -q (each line once)
+    result.stdout.fnmatch_lines(["llem-bench [[]1/1] pytorch-*batch_size_2*: starting (subprocess)",
+                                 "llem-bench [[]1/1] *: loading synthetic:tiny on pytorch", "*: loaded in * s",
+                                 "*: warmup 1 (at most 1): pass took * s",
+                                 "*: cycle 1/2: measuring a window of >= 0 s", "*: cycle 1/2: * out tok/s, *",
+                                 "*: cycle 2/2: * out tok/s, *", "*: streaming passes for latency: 3",
+                                 "llem-bench [[]1/1] *: done: *out tok/s"])
+    assert result.stdout.str().count("cycle 1/2: measuring") == 1
     run = project.path / "out" / "plug" / "r"
     [path] = (run / "results").glob("*.json")
     data = json.loads(path.read_text())
     assert data["status"] == "ok" and data["token_check"]["ok"] and data["effective"]["batch_size"] == 2
-    assert (run / "logs" / f"{data['test_id']}.log").is_file()
+    log = (run / "logs" / f"{data['test_id']}.log").read_text()
+    assert "llem-bench: cycle 2/2: measuring a window" in log  # and the log keeps it
 
 
 def test_missing_venv_interpreter_is_a_usage_error(project):

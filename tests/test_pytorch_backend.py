@@ -107,3 +107,44 @@ def test_a_row_padded_after_an_early_stop_counts_its_own_tokens_not_the_batch_wi
     assert _generated_length([5, 6, 7, 8, 0], eos=1, ignore_eos=True, pad=0) == 5  # one trailing pad: ambiguous, kept
     assert _generated_length([5, 6, 7, 8, 9], eos=1, ignore_eos=True, pad=0) == 5
     assert _generated_length([5, 6, 2, 0, 0], eos=1, ignore_eos=False, pad=0) == 3  # no EOS: trailing pads stripped
+def test_beam_search_with_latency_is_refused_before_anything_loads():
+    from llem_bench.config.preflight import preflight
+
+    raw = {"study": "t", "model": "synthetic:tiny", "backend": "pytorch", "backends": {"pytorch": {"num_beams": 2}}}
+    with pytest.raises(ConfigError, match=r"pytorch.num_beams: 2 cannot be combined with measurement.latency: true.*"
+                                          r"set measurement.latency: false or pytorch.num_beams: 1"):
+        preflight(parse_study(raw)[1])
+    preflight(parse_study({**raw, "measurement": {"latency": False}})[1])  # no streaming pass: fine
+
+
+def test_a_failing_streaming_pass_keeps_the_measured_cycles(backend):
+    """Beam search cannot stream (transformers raises after the cycles): the cycles stay, the latency
+    section says why it is missing (preflight refuses this study; here it is bypassed on purpose)."""
+    from llem_bench.energy.meter import make_energy_meter
+    from llem_bench.harness.runner import run_experiment
+
+    raw = {"study": "t", "model": "synthetic:tiny", "dtype": "float32", "backend": "pytorch",
+           "workload": {"num_prompts": 2, "max_input_tokens": 16, "output_tokens": 4},
+           "measurement": {"cycles": 2, "min_window_s": 0, "warmup": {"min_runs": 1, "max_runs": 1}, "phases": False},
+           "backends": {"pytorch": {"num_beams": 2}}}
+    exp = parse_study(raw)[1][0]
+    backend.configure(exp.config)
+    result = run_experiment(exp, backend, lambda ordinals, sampler=None: make_energy_meter("auto", ordinals, sampler),
+                            run_id="r", started_at="now", model_reused=True, load_s=0.0)
+    assert result.status == "ok" and len(result.cycles) == 2 and result.metrics["output_tokens_per_s"].mean > 0
+    assert result.latency["reason"].startswith("streaming passes failed: ValueError:"), result.latency
+    assert any(w.startswith("streaming passes failed") for w in result.warnings)
+
+
+def test_streaming_passes_give_one_timing_per_batch_with_per_step_stamps(backend):
+    from llem_bench.harness.latency import summarize_passes
+
+    config = experiment(backends={"pytorch": {"batch_size": 4}})  # 6 prompts: batches of 4 and 2
+    backend.configure(config)
+    workload = prepare_workload(config.workload, backend.tokenizer)
+    passes = [backend.run_streaming_pass(workload) for _ in range(3)]
+    assert [[(t.requests, t.tokens) for t in p] for p in passes] == [[(4, 7), (2, 7)]] * 3
+    s = summarize_passes(passes)
+    assert (s["ttft_ms"]["n"], s["ttft_ms"]["n_independent"], s["requests"], s["stamps_shared_by"]) == (6, 6, 6, 4)
+    assert s["itl_ms"]["n"] == 6 * 6 and s["ttft_ms"]["ci95_low"] is not None and s["ttft_ms"]["p99"] is None
+    assert s["streaming_output_tokens_per_s"]["n"] == 3

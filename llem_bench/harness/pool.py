@@ -8,6 +8,7 @@ from typing import Optional
 from llem_bench.backends import Backend, create_backend, load_key
 from llem_bench.config.experiment import ExperimentConfig
 from llem_bench.energy.idle import note_gpu_work
+from llem_bench.progress import status
 
 
 class BackendPool:
@@ -25,6 +26,7 @@ class BackendPool:
             self.close()
             self.idle_before_load = _idle_before_load(config)
             backend = create_backend(config.backend)
+            status(f"loading {config.model} on {config.backend}" + (" (starting the engine)" if config.backend == "vllm" else ""))
             start = time.perf_counter()
             try:
                 backend.load(config)
@@ -33,7 +35,10 @@ class BackendPool:
                 raise
             load_s = time.perf_counter() - start
             note_gpu_work()  # loading puts weights on the GPU: resident idle waits from here
+            status(f"loaded in {load_s:.1f} s")
             self._key, self._backend = key, backend
+        if reused:
+            status("model already loaded (same load settings): reused")
         assert self._backend is not None
         self._backend.configure(config)
         return self._backend, reused, load_s

@@ -20,6 +20,7 @@ from llem_bench.energy.idle import note_gpu_work, settle_and_measure
 from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
 from llem_bench.metrics import ENERGY_METRICS, METRICS, cycle_metrics
+from llem_bench.progress import status
 from llem_bench.harness.roofline import decode_roofline
 from llem_bench.stats import summarize
 from llem_bench.harness.validity import verdict
@@ -81,7 +82,7 @@ def run_experiment(
         # Idle only serves net energy: without an energy measurement it would be waiting for nothing.
         idle_resident = _idle_resident(probe, measurement.baseline_idle_s) if meter.available else None
         offline = measure_offline(backend, workload, meter, probe, measurement, warnings,
-                                  progress=lambda message: log(f"{experiment.key}: {message}"))
+                                  progress=status)
         warmup, cycles, latency = offline.warmup, offline.cycles, offline.latency
     finally:
         note_gpu_work()  # the next idle window waits from here

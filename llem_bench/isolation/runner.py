@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from pydantic import ValidationError
 
@@ -105,8 +105,11 @@ class Workers:
     and its own log, `<run>/logs/<test-id>.log`.
     """
 
-    def __init__(self, run_path: Path, timeout_s: Optional[float], docker: DockerOptions = DockerOptions()):
+    def __init__(self, run_path: Path, timeout_s: Optional[float], docker: DockerOptions = DockerOptions(),
+                 progress: Optional[Callable[..., None]] = None, idle: Optional[Callable[[], None]] = None):
         self.run_path, self.timeout_s, self.docker = Path(run_path), timeout_s, docker
+        self.progress = progress  # where the worker's progress lines go (the controller's terminal)
+        self.idle = idle  # called about once a second while the worker says nothing (a countdown)
         self._proc: Optional[subprocess.Popen] = None
         self._key: Optional[tuple[str, str]] = None
 
@@ -184,9 +187,19 @@ class Workers:
                 return "timeout"
             ready, _, _ = select.select([proc.stdout], [], [], wait)
             if ready:
-                return "reply" if proc.stdout.readline() else "died"
+                line = proc.stdout.readline()
+                if not line:
+                    return "died"
+                message = _progress_of(line)
+                if message is None:
+                    return "reply"
+                if self.progress is not None:
+                    self.progress(*message)
+                continue
             if proc.poll() is not None:
                 return "died"
+            if self.idle is not None:
+                self.idle()
 
     def _run_container(self, spec: RunnerSpec, io_dir: Path, series_dir: Path, log_path: Path, test_id: str) -> int:
         from llem_bench.isolation.docker import docker_command, gpu_request, kill_container
@@ -220,6 +233,17 @@ class Workers:
                 except OSError:
                     pass
         self._proc, self._key = None, None
+
+
+def _progress_of(line: str) -> Optional[tuple[str, Optional[float]]]:
+    """(message, window_s) of a worker's progress line; None for its reply."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "progress" not in data:
+        return None
+    return data["progress"], data.get("window_s")
 
 
 def _container_series() -> str:

@@ -6,6 +6,8 @@ backend pins). Writes each ExperimentResult atomically.
   python -m llem_bench.isolation.worker --serve
       experiments of one load group, one JSON line each on stdin ({"request", "result", "log"});
       the loaded model is kept between them; one line back on stdout when a result is written
+      ({"code": ...}), and before it any number of progress lines ({"progress": "..."}) that the
+      controller shows on its terminal
 """
 
 from __future__ import annotations
@@ -77,7 +79,15 @@ def serve() -> int:
     # os.dup gives a non-inheritable fd: a backend's child processes never hold the channel open.
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    from llem_bench import progress
     from llem_bench.harness.pool import BackendPool
+
+    def forward(message: str, window_s=None) -> None:
+        print(f"llem-bench: {message}", file=sys.stderr, flush=True)  # the experiment's log keeps it too
+        reply.write(json.dumps({"progress": message, "window_s": window_s}) + "\n")
+        reply.flush()
+
+    progress.set_sink(forward)
 
     pool = BackendPool()
     try:

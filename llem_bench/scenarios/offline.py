@@ -32,12 +32,15 @@ class OfflineMeasurement:
 
 
 def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, probe: Probe, measurement: Any,
-                    warnings: list[str], progress: Callable[[str], None]) -> OfflineMeasurement:
+                    warnings: list[str], progress: Callable[..., None]) -> OfflineMeasurement:
     probe.mark("warmup_start")
-    warmup = _warm_up(backend, workload, measurement.warmup, warnings)
+    warmup = _warm_up(backend, workload, measurement.warmup, warnings, progress)
     probe.mark("warmup_end")
     cycles, observed_counts = [], []
     for index in range(measurement.cycles):
+        # said before the window opens: nothing is printed inside it
+        progress(f"cycle {index + 1}/{measurement.cycles}: measuring a window of >= {measurement.min_window_s:g} s",
+                 window_s=measurement.min_window_s)
         cycle, counts = _measure_cycle(backend, workload, meter, probe, measurement.min_window_s)
         cycles.append(cycle)
         observed_counts.extend(counts)
@@ -52,7 +55,8 @@ def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, pr
     return OfflineMeasurement(warmup, cycles, observed_counts, prefill, latency)
 
 
-def _warm_up(backend: Backend, workload: Workload, spec: Any, warnings: list[str]) -> dict[str, Any]:
+def _warm_up(backend: Backend, workload: Workload, spec: Any, warnings: list[str],
+             progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Whole-workload passes (the exact shapes that will be measured) until pass times settle.
 
     Stability = CV of the last 3 pass times <= cv_target, never counting the cold first pass (it pays
@@ -71,6 +75,7 @@ def _warm_up(backend: Backend, workload: Workload, spec: Any, warnings: list[str
         backend.run_pass(workload)
         backend.synchronize()
         times.append(time.perf_counter() - start)
+        progress(f"warmup {len(times)} (at most {spec.max_runs}): pass took {times[-1]:.2f} s")
         if len(times) >= max(spec.min_runs, STABILITY_MIN_RUNS) and _settled(times[1:][-3:], spec.cv_target):
             stable = True
             break

@@ -103,6 +103,9 @@ def docker_command(image: str, io_dir: Path, package_root: Path, series_dir: Pat
                    environ: Optional[dict[str, str]] = None, workdir: Optional[Path] = None) -> list[str]:
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(workdir or os.getcwd()).resolve()
+    # docker takes a relative -v source for the name of a volume (and refuses the slashes): every host path
+    # is made absolute (found with a real engine: --llem-out out failed with "invalid characters")
+    io_dir, series_dir, package_root = (Path(p).resolve() for p in (io_dir, series_dir, package_root))
     cmd = ["docker", "run", "--rm", "--name", name]
     if gpus:
         cmd += ["--gpus", gpus]
@@ -111,16 +114,19 @@ def docker_command(image: str, io_dir: Path, package_root: Path, series_dir: Pat
             "-v", f"{package_root / 'llem_bench'}:{CODE_DIR}/llem_bench:ro", "-e", f"PYTHONPATH={CODE_DIR}",
             # relative paths in the study (prompt files, local models) resolve as they do here
             "-v", f"{workdir}:{workdir}:ro", "-w", str(workdir)]
+    caches = {}
     for key in ("LLEM_CACHE_DIR", "HF_HOME"):  # model caches: the container reuses what is on the host
         if environ.get(key):
-            cmd += ["-v", f"{environ[key]}:{environ[key]}"]
+            caches[key] = str(Path(environ[key]).resolve())
+            cmd += ["-v", f"{caches[key]}:{caches[key]}", "-e", f"{key}={caches[key]}"]
     for key in sorted(environ):
-        if key.startswith(PASS_ENV_PREFIXES) and key not in NOT_PASSED:
+        if key.startswith(PASS_ENV_PREFIXES) and key not in NOT_PASSED and key not in caches:
             cmd += ["-e", key]
     return cmd + ["--entrypoint", "python3", image, "-m", "llem_bench.isolation.worker",
                   f"{IO_DIR}/request.json", f"{IO_DIR}/result.json"]
 
 
 def kill_container(name: str) -> None:
+    """Kill and remove: `rm -f` also catches a container the killed CLI had created but not started yet."""
     if shutil.which("docker"):
-        subprocess.run(["docker", "kill", name], capture_output=True, timeout=30)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)

@@ -206,9 +206,10 @@ class Workers:
             except subprocess.TimeoutExpired:
                 raise WorkerFailed(f"timed out after {self.timeout_s:.0f} s; container killed\n{_tail(log_path)}")
             finally:
-                if proc.poll() is None:
-                    kill_container(name)  # killing the docker CLI alone would leave the container running
+                running = proc.poll() is None
                 _kill_group(proc)
+                if running:  # killing the docker CLI alone would leave the container running
+                    kill_container(name)
 
     def close(self) -> None:
         """Stop the current worker and everything it started."""

@@ -21,7 +21,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "workload": WorkloadConfig, "decoding": DecodingConfig, "measurement": MeasurementConfig,
     "measurement.warmup": WarmupConfig,
 }
-BACKEND_SECTIONS = {"pytorch": ["pytorch"], "vllm": ["vllm", "vllm.compilation"], "tensorrt": ["tensorrt", "tensorrt.kv_cache_config", "tensorrt.scheduler_config",
+BACKEND_SECTIONS = {"pytorch": ["pytorch"], "vllm": ["vllm", "vllm.compilation"],
+                    "tensorrt": ["tensorrt", "tensorrt.kv_cache_config", "tensorrt.scheduler_config",
                                  "tensorrt.cuda_graph_config"],
                     "common": ["workload", "decoding", "measurement", "measurement.warmup"]}
 

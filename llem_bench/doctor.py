@@ -125,7 +125,7 @@ def _tensorrt() -> dict[str, Any]:
 
     if tensorrt_llm_importable():
         return {"installed": True, "reason": None}
-    return {"installed": False, "reason": f"tensorrt_llm is not importable here; {HOW_TO_RUN}"}
+    return {"installed": False, "reason": f"not installed (tensorrt_llm is not importable here); {HOW_TO_RUN}"}
 
 
 def _docker(timeout_s: float = 10.0) -> dict[str, Any]:

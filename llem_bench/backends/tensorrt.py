@@ -66,7 +66,7 @@ def llm_kwargs(config: ExperimentConfig, model_path: str) -> dict[str, Any]:
     TensorRT-LLM's classes at load, as its own --config YAML is), passthrough last."""
     section: TensorRTConfig = config.tensorrt
     kwargs: dict[str, Any] = {"model": model_path, "tokenizer": model_path, "dtype": config.dtype,
-                              "skip_tokenizer_init": False}
+                              "skip_tokenizer_init": False, "max_beam_width": 1}  # never beam search
     for name in type(section).model_fields:
         value = getattr(section, name)
         if name not in NOT_LLM_ARGS and is_load_field(type(section), name) and value is not None:

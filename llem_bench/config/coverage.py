@@ -84,7 +84,7 @@ PINNED = {
              "SamplingParams.structured_outputs": "None (a grammar ends or reshapes the output: not the same work "
                                                   "on every backend)"},
     "tensorrt": {"LlmArgs.tokenizer": "the model path", "LlmArgs.skip_tokenizer_init": "False (token-id prompts)",
-                 "LlmArgs.max_beam_width": "None (1: greedy or sampling, never beam search)",
+                 "LlmArgs.max_beam_width": "1 (greedy or sampling, never beam search)",
                  "SamplingParams.n": "1", "SamplingParams.best_of": "None (= n)", "SamplingParams.use_beam_search": "False",
                  "SamplingParams.ignore_eos": "False (end_id -1 does it without the generation_config stop ids)",
                  "SamplingParams.detokenize": "False", "SamplingParams.stop": f"None ({_NO_EARLY_STOP})",

@@ -38,6 +38,8 @@ def _engine_and_image() -> str:
 
 
 WHY_NOT = _engine_and_image()
+if WHY_NOT and os.environ.get("LLEM_DOCKER_REQUIRED"):  # CI made the engine available: a skip would hide it
+    pytest.fail(f"LLEM_DOCKER_REQUIRED is set but {WHY_NOT}", pytrace=False)
 pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=f"{WHY_NOT}: {HOW}")
 
 # One experiment that measures for ten minutes unless it is stopped.

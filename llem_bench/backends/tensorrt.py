@@ -123,6 +123,7 @@ class TensorRTBackend:
 
     def load(self, config: ExperimentConfig) -> None:
         from tensorrt_llm.llmapi.llm_args import update_llm_args_with_extra_dict
+        from transformers import AutoTokenizer
 
         if config.tensorrt.runtime == "tensorrt":
             from tensorrt_llm._tensorrt_engine import LLM
@@ -135,7 +136,8 @@ class TensorRTBackend:
         # the nested dicts become KvCacheConfig, BuildConfig, ... as trtllm-serve's --config YAML does
         nested = {k: v for k, v in self.kwargs.items() if isinstance(v, dict)}
         self.llm = LLM(**update_llm_args_with_extra_dict(dict(self.kwargs), nested))
-        self.tokenizer = self.llm.tokenizer
+        # the Hugging Face tokenizer TensorRT-LLM wraps (the workload needs its full interface)
+        self.tokenizer = getattr(self.llm.tokenizer, "tokenizer", None) or AutoTokenizer.from_pretrained(path)
 
     def configure(self, config: ExperimentConfig) -> None:
         self.config = config

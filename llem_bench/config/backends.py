@@ -708,11 +708,14 @@ class TensorRTConfig(StrictModel):
     enable_chunked_prefill: Optional[bool] = knob(None, "Split long prompts across iterations.",
                                                   upstream="LlmArgs.enable_chunked_prefill", load=True,
                                                   effect="Prefill interleaved with decode: steadier ITL.")
-    kv_cache_config: TensorRTKvCache = Field(default_factory=TensorRTKvCache, description="Own section: tensorrt.kv_cache_config.",
+    kv_cache_config: TensorRTKvCache = Field(
+        default_factory=TensorRTKvCache, description="Own section: tensorrt.kv_cache_config.",
         json_schema_extra={"upstream": "LlmArgs.kv_cache_config", "effect": None, "load": True})
-    scheduler_config: TensorRTScheduler = Field(default_factory=TensorRTScheduler, description="Own section: tensorrt.scheduler_config.",
+    scheduler_config: TensorRTScheduler = Field(
+        default_factory=TensorRTScheduler, description="Own section: tensorrt.scheduler_config.",
         json_schema_extra={"upstream": "LlmArgs.scheduler_config", "effect": None, "load": True})
-    cuda_graph_config: TensorRTCudaGraphs = Field(default_factory=TensorRTCudaGraphs, description="Own section: tensorrt.cuda_graph_config.",
+    cuda_graph_config: TensorRTCudaGraphs = Field(
+        default_factory=TensorRTCudaGraphs, description="Own section: tensorrt.cuda_graph_config.",
         json_schema_extra={"upstream": "TorchLlmArgs.cuda_graph_config", "effect": None, "load": True})
     disable_overlap_scheduler: Optional[bool] = knob(
         None, "Turn off the overlap scheduler (on by default: CPU work of step i+1 overlaps GPU step i).",

@@ -27,6 +27,10 @@ def _where(backend: str) -> str:
             import vllm
 
             return f"{device}, vllm {vllm.__version__}"
+        if backend == "tensorrt":
+            import tensorrt_llm
+
+            return f"{device}, tensorrt_llm {tensorrt_llm.__version__}"
         import transformers
 
         return f"{device}, transformers {transformers.__version__}"
@@ -38,7 +42,7 @@ def _where(backend: str) -> str:
 def pytest_runtest_makereport(item, call):
     report = yield
     if item.get_closest_marker("wiring") and (report.when == "call" or (report.skipped and report.when == "setup")):
-        backend = "vllm" if item.get_closest_marker("vllm") else "pytorch"
+        backend = next((b for b in ("vllm", "tensorrt") if item.get_closest_marker(b)), "pytorch")
         name = item.callspec.id if hasattr(item, "callspec") else item.name
         reason = None
         if report.skipped and isinstance(report.longrepr, tuple):

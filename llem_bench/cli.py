@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--json", action="store_true", help="machine-readable output")
     params.set_defaults(func=cmd_params)
     cov = sub.add_parser("coverage", help="energy-relevant upstream parameters we model, and those we do not")
-    cov.add_argument("backend", choices=["pytorch", "vllm"])
+    cov.add_argument("backend", choices=["pytorch", "vllm", "tensorrt"])
     cov.set_defaults(func=cmd_coverage)
     doctor = sub.add_parser("doctor", help="what this machine can measure, and why not")
     doctor.set_defaults(func=cmd_doctor)

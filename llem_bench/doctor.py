@@ -115,7 +115,17 @@ def _backends() -> dict[str, Any]:
         found = {d: versions[d] for d in dists if d in versions}
         out[backend] = {"installed": bool(found), "versions": found,
                         "reason": None if found else f"not installed (no {' or '.join(dists)} distribution)"}
+    out["tensorrt_llm"].update(_tensorrt())
     return out
+
+
+def _tensorrt() -> dict[str, Any]:
+    """TensorRT-LLM rarely lives in this interpreter (NVIDIA's index or container): say where it would run."""
+    from llem_bench.backends.tensorrt import HOW_TO_RUN, tensorrt_llm_importable
+
+    if tensorrt_llm_importable():
+        return {"installed": True, "reason": None}
+    return {"installed": False, "reason": f"not installed (tensorrt_llm is not importable here); {HOW_TO_RUN}"}
 
 
 def _docker(timeout_s: float = 10.0) -> dict[str, Any]:

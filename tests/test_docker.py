@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -169,9 +170,16 @@ def test_runner_selection_and_the_container_command(tmp_path, monkeypatch):
     assert ("-e", "PYTHONPATH=/opt/llem") in pairs and ("-w", str(tmp_path)) in pairs
     assert ("-v", "/hf:/hf") in pairs and ("-v", "/cache:/cache") in pairs
     passed = {value for flag, value in pairs if flag == "-e"}
-    assert {"HF_TOKEN", "HF_HOME", "LLEM_CACHE_DIR", "VLLM_USE_V1"} <= passed
+    assert {"HF_TOKEN", "HF_HOME=/hf", "LLEM_CACHE_DIR=/cache", "VLLM_USE_V1"} <= passed
     assert not passed & {"CUDA_VISIBLE_DEVICES", "HOME", "PYTHONPATH"}  # --gpus already picked the devices
     assert cmd[cmd.index(IMAGE) - 2:] == ["--entrypoint", "python3", IMAGE, "-m", "llem_bench.isolation.worker",
                                           "/llem-io/request.json", "/llem-io/result.json"]
     other = docker_command(IMAGE, tmp_path, tmp_path, tmp_path, "n", "8g", ipc_host=True, gpus=None, environ={})
+    # relative paths (--llem-out out, LLEM_CACHE_DIR=.cache) would be taken for volume names: all absolute
+    monkeypatch.chdir(tmp_path)
+    relative = docker_command(IMAGE, Path("out/io"), Path("."), Path("out/ts"), "n", "8g", ipc_host=False,
+                              gpus=None, environ={"LLEM_CACHE_DIR": ".cache"})
+    mounts = [value.split(":")[0] for flag, value in zip(relative, relative[1:]) if flag == "-v"]
+    assert mounts and all(Path(m).is_absolute() for m in mounts), mounts
+    assert f"LLEM_CACHE_DIR={tmp_path / '.cache'}" in relative
     assert "--ipc=host" in other and "--shm-size" not in other and "--gpus" not in other

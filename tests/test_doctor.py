@@ -69,6 +69,8 @@ def test_backends_and_zeus(report, text):
     assert f"transformers    yes  transformers {transformers.__version__}" in text
     for name in ("vllm", "tensorrt_llm"):
         assert b[name]["installed"] or b[name]["reason"].startswith("not installed")
+    if not b["tensorrt_llm"]["installed"]:  # where it would run instead, as the tensorrt benchmarks say
+        assert "--llem-runner docker:nvcr.io/nvidia/tensorrt-llm/release:1.2.1" in b["tensorrt_llm"]["reason"]
         assert name in text
     zeus = report["zeus"]
     assert zeus["installed"] or "not installed" in zeus["reason"]

@@ -14,9 +14,11 @@ def create_backend(name: str) -> Backend:
         from llem_bench.backends.vllm import VLLMBackend
 
         return VLLMBackend()
-    raise NotImplementedError(
-        f"backend '{name}' is not implemented yet in this version of llem-bench (available: pytorch, vllm)"
-    )
+    if name == "tensorrt":
+        from llem_bench.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend()
+    raise NotImplementedError(f"unknown backend '{name}' (available: pytorch, vllm, tensorrt)")
 
 
 __all__ = ["Backend", "PassOutput", "create_backend", "load_key"]

@@ -553,12 +553,308 @@ def installed_engine_config_keys(name: str) -> Optional[frozenset[str]]:
     return frozenset(f.name for f in dataclasses.fields(factory))
 
 
-class TensorRTConfig(StrictModel):
-    """TensorRT-LLM `LLM(...)` arguments (backend not implemented yet)."""
+# --- TensorRT-LLM 1.2.x LLM API (shared/research/tensorrt-llm-api.md; tensorrt_llm does not install from the
+# registries these machines reach, so the names and defaults below are those of 1.2.1 as read from its source).
 
-    max_batch_size: Optional[int] = knob(None, "Max batch size of the engine.", ge=1,
-                                         upstream="LlmArgs.max_batch_size", load=True)
-    passthrough: dict[str, Any] = Field(default_factory=dict, description="Extra LlmArgs kwargs.")
+class TensorRTKvCache(StrictModel):
+    """`kv_cache_config` (KvCacheConfig): how much memory the paged KV cache takes, and block reuse."""
+
+    free_gpu_memory_fraction: Optional[float] = knob(
+        None, "Share of the GPU memory free after loading (and profiling) given to the KV cache (TensorRT-LLM's "
+        "default 0.9).", gt=0, le=1, upstream="KvCacheConfig.free_gpu_memory_fraction", load=True,
+        effect="A bigger KV pool admits more concurrent requests; memory held raises idle power a little.")
+    max_tokens: Optional[int] = knob(
+        None, "Cap on the KV cache in tokens (with the fraction, the smaller wins).", ge=1,
+        upstream="KvCacheConfig.max_tokens", load=True, effect="Caps concurrency under GUARANTEED_NO_EVICT.")
+    max_gpu_total_bytes: Optional[int] = knob(
+        None, "Cap on the KV cache in bytes (with the fraction, the smaller wins).", ge=1,
+        upstream="KvCacheConfig.max_gpu_total_bytes", load=True, effect="Same as max_tokens, in bytes.")
+    enable_block_reuse: bool = knob(
+        False, "Reuse KV blocks of earlier requests with the same prefix. llem-bench default false (TensorRT-LLM's "
+        "is true): every pass repeats the same prompts, so reuse would measure cache hits; set true to measure "
+        "them on purpose.", upstream="KvCacheConfig.enable_block_reuse", load=True,
+        effect="Reuse skips prefill work for repeated prefixes: higher tok/s, less energy, not comparable.")
+    enable_partial_reuse: Optional[bool] = knob(
+        None, "Reuse partly matching blocks too (only with enable_block_reuse).",
+        upstream="KvCacheConfig.enable_partial_reuse", load=True, effect="More prefill skipped on shared prefixes.")
+    dtype: Optional[Literal["auto", "fp8"]] = knob(
+        None, "KV cache dtype (PyTorch runtime only; the TensorRT-engine runtime asserts auto).",
+        upstream="KvCacheConfig.dtype", load=True, effect="fp8 halves KV bytes read per decode step.")
+    tokens_per_block: Optional[int] = knob(None, "KV page size in tokens (TensorRT-LLM's default 32).", ge=1,
+                                           upstream="KvCacheConfig.tokens_per_block", load=True,
+                                           effect="Paging granularity: waste against bookkeeping.")
+    host_cache_size: Optional[int] = knob(None, "Bytes of host memory for offloaded KV blocks.", ge=1,
+                                          upstream="KvCacheConfig.host_cache_size", load=True,
+                                          effect="Offloaded blocks cross PCIe when they are needed again.")
+
+
+class TensorRTScheduler(StrictModel):
+    """`scheduler_config` (SchedulerConfig)."""
+
+    capacity_scheduler_policy: Optional[Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION", "STATIC_BATCH"]] = knob(
+        None, "Admission policy (TensorRT-LLM's default GUARANTEED_NO_EVICT: admit only with KV room for the "
+        "whole request).", upstream="SchedulerConfig.capacity_scheduler_policy", load=True,
+        effect="MAX_UTILIZATION packs more requests (may pause some): bigger decode batches.")
+    context_chunking_policy: Optional[Literal["FIRST_COME_FIRST_SERVED", "EQUAL_PROGRESS"]] = knob(
+        None, "Order of prompt chunks under chunked prefill.", upstream="SchedulerConfig.context_chunking_policy",
+        load=True, effect="Which prompts' prefill progresses first: TTFT spread.")
+    dynamic_batch_config: Optional[dict[str, Any]] = knob(
+        None, "Runtime tuning of batch size and token budget (trtllm-bench turns it on), e.g. "
+        "{enable_batch_size_tuning: true, enable_max_num_tokens_tuning: false, dynamic_batch_moving_average_window: "
+        "128}.", upstream="SchedulerConfig.dynamic_batch_config", load=True,
+        effect="The runtime picks the batch size itself: batch, and so energy per token, moves during a run.")
+
+    @field_validator("dynamic_batch_config")
+    @classmethod
+    def _dynamic_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("dynamic_batch_config", value, ("enable_batch_size_tuning", "enable_max_num_tokens_tuning",
+                                                           "dynamic_batch_moving_average_window"))
+
+
+class TensorRTCudaGraphs(StrictModel):
+    """`cuda_graph_config` (CudaGraphConfig, PyTorch runtime). Unset = TensorRT-LLM's default: graphs on for
+    decode batches up to 128, no padding."""
+
+    enabled: bool = knob(True, "false passes cuda_graph_config=None: CUDA graphs off.",
+                         upstream="TorchLlmArgs.cuda_graph_config", load=True,
+                         effect="Graphs remove kernel-launch overhead in decode: the biggest win at small batches.")
+    batch_sizes: Optional[list[Annotated[int, Field(ge=1)]]] = knob(
+        None, "Decode batch sizes to capture.", upstream="CudaGraphConfig.batch_sizes", load=True,
+        effect="A batch outside the list runs eager (or padded with enable_padding).")
+    max_batch_size: Optional[int] = knob(None, "Largest captured batch (TensorRT-LLM's default 128).", ge=1,
+                                         upstream="CudaGraphConfig.max_batch_size", load=True,
+                                         effect="Decode batches above it run eager: energy per token jumps there.")
+    enable_padding: Optional[bool] = knob(None, "Pad a decode batch up to the next captured size.",
+                                          upstream="CudaGraphConfig.enable_padding", load=True,
+                                          effect="Padded slots cost compute but keep the graph path.")
+
+    @model_validator(mode="after")
+    def _sizes_agree(self) -> "TensorRTCudaGraphs":
+        if not self.enabled and (self.batch_sizes or self.max_batch_size or self.enable_padding is not None):
+            raise ValueError("enabled: false turns CUDA graphs off; remove batch_sizes, max_batch_size and "
+                             "enable_padding")
+        if self.batch_sizes and self.max_batch_size and self.max_batch_size != max(self.batch_sizes):
+            raise ValueError(f"max_batch_size ({self.max_batch_size}) must equal the largest batch_sizes entry "
+                             f"({max(self.batch_sizes)}) when both are set (TensorRT-LLM raises otherwise)")
+        return self
+
+
+# TensorRT-LLM's own config classes behind the dict-valued fields, with their 1.2.1 keys.
+TORCH_COMPILE_KEYS = ("enable_fullgraph", "enable_inductor", "enable_piecewise_cuda_graph", "capture_num_tokens",
+                      "enable_userbuffers", "max_num_streams")
+BUILD_CONFIG_KEYS = ("max_input_len", "max_seq_len", "opt_batch_size", "max_batch_size", "max_beam_width",
+                     "max_num_tokens", "opt_num_tokens", "max_prompt_embedding_table_size", "kv_cache_type",
+                     "gather_context_logits", "gather_generation_logits", "strongly_typed", "force_num_profiles",
+                     "profiling_verbosity", "max_draft_len", "speculative_decoding_mode", "weight_sparsity",
+                     "weight_streaming", "use_strip_plan", "monitor_memory", "dry_run", "plugin_config")
+QUANT_CONFIG_KEYS = ("quant_algo", "kv_cache_quant_algo", "group_size", "smoothquant_val", "clamp_val",
+                     "use_meta_recipe", "has_zero_point", "pre_quant_scale", "exclude_modules")
+PERF_KNOB_KEYS = ("multi_block_mode", "enable_context_fmha_fp32_acc", "cuda_graph_mode", "cuda_graph_cache_size")
+# Fields each runtime's args class has and the other rejects (extra="forbid"): named here, before any load.
+PYTORCH_RUNTIME_ONLY = ("cuda_graph_config", "disable_overlap_scheduler", "attn_backend", "torch_compile_config",
+                        "stream_interval", "moe_config", "sampler_type", "disable_flashinfer_sampling",
+                        "enable_autotuner", "allreduce_strategy", "batch_wait_timeout_ms", "batch_wait_timeout_iters",
+                        "batch_wait_max_tokens_ratio")
+TENSORRT_RUNTIME_ONLY = ("build_config", "quant_config", "extended_runtime_perf_knob_config", "enable_build_cache",
+                         "fast_build", "batching_type")
+# Arguments llem-bench sets itself on every run.
+TENSORRT_OWNED = {
+    "model": "set the study's model", "tokenizer": "it is the model's own", "dtype": "set the study's dtype",
+    "skip_tokenizer_init": "llem-bench tokenises once and passes token ids",
+    "backend": "choose tensorrt.runtime: pytorch or tensorrt",
+}
+
+
+class TensorRTConfig(StrictModel):
+    """TensorRT-LLM 1.2.x `LLM(...)` (tensorrt_llm.LLM, the PyTorch runtime, or the TensorRT-engine LLM) and
+    its SamplingParams. None = TensorRT-LLM's own default, which `effective` reads back from `llm.args`."""
+
+    runtime: Literal["pytorch", "tensorrt"] = knob(
+        "pytorch", "pytorch = tensorrt_llm.LLM (TorchLlmArgs, the default since 1.0); tensorrt = "
+        "tensorrt_llm._tensorrt_engine.LLM, which builds a TensorRT engine first (TrtLlmArgs, minutes for 7B+).",
+        upstream="tensorrt_llm.LLM | tensorrt_llm._tensorrt_engine.LLM", load=True,
+        effect="Different kernels, CUDA-graph defaults (on for pytorch, off for tensorrt) and schedulers.")
+    tensor_parallel_size: Optional[int] = knob(None, "GPUs per model (tensor parallel).", ge=1,
+                                               upstream="LlmArgs.tensor_parallel_size", load=True,
+                                               effect="More GPUs powered per token; all-reduce per layer.")
+    pipeline_parallel_size: Optional[int] = knob(None, "Pipeline stages.", ge=1,
+                                                 upstream="LlmArgs.pipeline_parallel_size", load=True,
+                                                 effect="Bubbles and transfers between stages.")
+    context_parallel_size: Optional[int] = knob(None, "Context parallel degree.", ge=1,
+                                                upstream="LlmArgs.context_parallel_size", load=True,
+                                                effect="Splits long prompts over GPUs.")
+    moe_expert_parallel_size: Optional[int] = knob(None, "Expert parallel size for MoE layers.", ge=1,
+                                                   upstream="LlmArgs.moe_expert_parallel_size", load=True,
+                                                   effect="Experts spread over GPUs: all-to-all per MoE layer.")
+    moe_tensor_parallel_size: Optional[int] = knob(None, "Tensor parallel size inside MoE layers.", ge=1,
+                                                   upstream="LlmArgs.moe_tensor_parallel_size", load=True)
+    enable_attention_dp: Optional[bool] = knob(None, "Data-parallel attention (MoE models).",
+                                               upstream="LlmArgs.enable_attention_dp", load=True,
+                                               effect="No duplicated KV across TP ranks; more batches per GPU.")
+    max_batch_size: Optional[int] = knob(None, "Most requests scheduled at once (TensorRT-LLM's default 2048).",
+                                         ge=1, upstream="LlmArgs.max_batch_size", load=True,
+                                         effect="Caps the decode batch: throughput vs latency per token.")
+    max_num_tokens: Optional[int] = knob(
+        None, "Token budget of one iteration, prefill plus decode (default 8192); without chunked prefill a "
+        "longer prompt is rejected.", ge=1, upstream="LlmArgs.max_num_tokens", load=True,
+        effect="Larger iterations amortise launches; long prefills stall decodes.")
+    max_seq_len: Optional[int] = knob(
+        None, "Longest prompt + output per request (default: the model's context). max_tokens is silently lowered "
+        "to fit, which the token check would catch.", ge=1, upstream="LlmArgs.max_seq_len", load=True,
+        effect="KV reserved per request under GUARANTEED_NO_EVICT: admits fewer requests when large.")
+    max_input_len: Optional[int] = knob(None, "Longest prompt (default 1024; mainly for the engine build).", ge=1,
+                                        upstream="LlmArgs.max_input_len", load=True)
+    enable_chunked_prefill: Optional[bool] = knob(None, "Split long prompts across iterations.",
+                                                  upstream="LlmArgs.enable_chunked_prefill", load=True,
+                                                  effect="Prefill interleaved with decode: steadier ITL.")
+    kv_cache_config: TensorRTKvCache = Field(
+        default_factory=TensorRTKvCache, description="Own section: tensorrt.kv_cache_config.",
+        json_schema_extra={"upstream": "LlmArgs.kv_cache_config", "effect": None, "load": True})
+    scheduler_config: TensorRTScheduler = Field(
+        default_factory=TensorRTScheduler, description="Own section: tensorrt.scheduler_config.",
+        json_schema_extra={"upstream": "LlmArgs.scheduler_config", "effect": None, "load": True})
+    cuda_graph_config: TensorRTCudaGraphs = Field(
+        default_factory=TensorRTCudaGraphs, description="Own section: tensorrt.cuda_graph_config.",
+        json_schema_extra={"upstream": "TorchLlmArgs.cuda_graph_config", "effect": None, "load": True})
+    disable_overlap_scheduler: Optional[bool] = knob(
+        None, "Turn off the overlap scheduler (on by default: CPU work of step i+1 overlaps GPU step i).",
+        upstream="TorchLlmArgs.disable_overlap_scheduler", load=True,
+        effect="Off: each streamed token arrives about one iteration earlier, at some throughput cost.")
+    attn_backend: Optional[Literal["TRTLLM", "FLASHINFER", "VANILLA"]] = knob(
+        None, "Attention kernels (default TRTLLM).", upstream="TorchLlmArgs.attn_backend", load=True,
+        effect="Kernel choice sets attention's memory traffic.")
+    torch_compile_config: Optional[dict[str, Any]] = knob(
+        None, "torch.compile of the model (off unless set), e.g. {enable_piecewise_cuda_graph: true}; keys: "
+        + ", ".join(TORCH_COMPILE_KEYS) + ".", upstream="TorchLlmArgs.torch_compile_config", load=True,
+        effect="Fused kernels; long start-up.")
+    stream_interval: Optional[int] = knob(None, "Iterations between streamed responses (default 1).", ge=1,
+                                          upstream="TorchLlmArgs.stream_interval", load=True,
+                                          effect="Less Python work per token; coarser token timing.")
+    moe_config: Optional[dict[str, Any]] = knob(None, "MoeConfig, e.g. {backend: CUTLASS}.",
+                                                upstream="TorchLlmArgs.moe_config", load=True,
+                                                effect="MoE expert kernel choice.")
+    sampler_type: Optional[Literal["auto", "TorchSampler", "TRTLLMSampler"]] = knob(
+        None, "Sampler implementation.", upstream="TorchLlmArgs.sampler_type", load=True,
+        effect="Sampling cost per step.")
+    disable_flashinfer_sampling: Optional[bool] = knob(
+        None, "Use the older sampling kernels (1.2 made FlashInfer sampling the default).",
+        upstream="TorchLlmArgs.disable_flashinfer_sampling", load=True, effect="Sampling cost per step.")
+    enable_autotuner: Optional[bool] = knob(None, "Kernel autotuning at start-up (default true).",
+                                            upstream="TorchLlmArgs.enable_autotuner", load=True,
+                                            effect="Off: faster start, possibly slower kernels.")
+    allreduce_strategy: Optional[Literal["AUTO", "NCCL", "UB", "MINLATENCY", "ONESHOT", "TWOSHOT", "LOWPRECISION",
+                                         "MNNVL", "NCCL_SYMMETRIC"]] = knob(
+        None, "All-reduce kernel for tensor parallel runs.", upstream="TorchLlmArgs.allreduce_strategy", load=True,
+        effect="Communication cost per layer with tensor_parallel_size > 1.")
+    batch_wait_timeout_ms: Optional[float] = knob(None, "Wait up to this long to fill a batch.", ge=0,
+                                                  upstream="TorchLlmArgs.batch_wait_timeout_ms", load=True,
+                                                  effect="Fuller batches, later first tokens.")
+    batch_wait_timeout_iters: Optional[int] = knob(None, "The same wait counted in iterations.", ge=0,
+                                                   upstream="TorchLlmArgs.batch_wait_timeout_iters", load=True)
+    batch_wait_max_tokens_ratio: Optional[float] = knob(None, "Token fill that ends the wait early.", ge=0, le=1,
+                                                        upstream="TorchLlmArgs.batch_wait_max_tokens_ratio",
+                                                        load=True)
+    speculative_config: Optional[dict[str, Any]] = knob(
+        None, "Speculative decoding, e.g. {decoding_type: NGram, max_draft_len: 4} (the runtime accepts a subset "
+        "of decoding types).", upstream="LlmArgs.speculative_config", load=True,
+        effect="Accepted drafts save target steps; rejected ones waste work.")
+    load_format: Optional[Literal["auto", "dummy"]] = knob(
+        None, "dummy = random weights (throughput runs without a checkpoint's weights).",
+        upstream="LlmArgs.load_format", load=True, effect="Same work per token as real weights of that shape.")
+    build_config: Optional[dict[str, Any]] = knob(
+        None, "Engine build limits and plugins (runtime: tensorrt only), e.g. {max_batch_size: 64, plugin_config: "
+        "{multiple_profiles: true}}; keys: " + ", ".join(BUILD_CONFIG_KEYS) + ".",
+        upstream="TrtLlmArgs.build_config", load=True,
+        effect="Engine shapes and kernels are fixed at build: runtime limits above them are clamped.")
+    quant_config: Optional[dict[str, Any]] = knob(
+        None, "Quantization applied at the engine build (runtime: tensorrt only), e.g. {quant_algo: FP8, "
+        "kv_cache_quant_algo: FP8}. The pytorch runtime reads it from a pre-quantized checkpoint instead.",
+        upstream="TrtLlmArgs.quant_config", load=True, effect="Fewer weight and KV bytes per decode step.")
+    extended_runtime_perf_knob_config: Optional[dict[str, Any]] = knob(
+        None, "TensorRT-engine runtime knobs (runtime: tensorrt only), e.g. {cuda_graph_mode: true}; keys: "
+        + ", ".join(PERF_KNOB_KEYS) + ".", upstream="TrtLlmArgs.extended_runtime_perf_knob_config", load=True,
+        effect="CUDA graphs are off by default on the TensorRT-engine runtime.")
+    enable_build_cache: Optional[bool] = knob(None, "Cache built engines on disk (runtime: tensorrt only).",
+                                              upstream="TrtLlmArgs.enable_build_cache", load=True,
+                                              effect="Start-up only: not part of the measured window.")
+    batching_type: Optional[Literal["STATIC", "INFLIGHT"]] = knob(
+        None, "Static or in-flight batching (runtime: tensorrt only; default INFLIGHT).",
+        upstream="TrtLlmArgs.batching_type", load=True,
+        effect="Static batches wait for their longest request: idle slots burn power.")
+    fast_build: Optional[bool] = knob(None, "Faster engine build with fewer optimisations (runtime: tensorrt only).",
+                                      upstream="TrtLlmArgs.fast_build", load=True,
+                                      effect="Possibly slower kernels.")
+    presence_penalty: float = knob(0.0, "Sampling presence penalty.", upstream="SamplingParams.presence_penalty")
+    frequency_penalty: float = knob(0.0, "Sampling frequency penalty.", upstream="SamplingParams.frequency_penalty")
+    min_p: float = knob(0.0, "Min-p cut-off, 0 = off (preset: sampling).", ge=0, le=1, upstream="SamplingParams.min_p")
+    passthrough: dict[str, Any] = Field(default_factory=dict, description="Extra LLM(...) kwargs, unchecked here "
+                                        "(TensorRT-LLM's own validation rejects unknown names at load).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _owned(cls, value: Any) -> Any:
+        for key in value if isinstance(value, dict) else ():
+            if key in TENSORRT_OWNED:
+                raise ValueError(f"{key} cannot be set in the tensorrt section: {TENSORRT_OWNED[key]}")
+        return value
+
+    @field_validator("passthrough")
+    @classmethod
+    def _passthrough(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in TENSORRT_OWNED:
+                raise ValueError(f"passthrough: {key} cannot be set: {TENSORRT_OWNED[key]}")
+            if key in cls.model_fields:
+                raise ValueError(f"'{key}' is a modelled field: set tensorrt.{key} instead of passthrough")
+        return value
+
+    @field_validator("torch_compile_config")
+    @classmethod
+    def _compile_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("torch_compile_config", value, TORCH_COMPILE_KEYS)
+
+    @field_validator("build_config")
+    @classmethod
+    def _build_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("build_config", value, BUILD_CONFIG_KEYS)
+
+    @field_validator("quant_config")
+    @classmethod
+    def _quant_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("quant_config", value, QUANT_CONFIG_KEYS)
+
+    @field_validator("extended_runtime_perf_knob_config")
+    @classmethod
+    def _knob_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return _known_keys("extended_runtime_perf_knob_config", value, PERF_KNOB_KEYS)
+
+    @field_validator("speculative_config")
+    @classmethod
+    def _decoding_type(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is not None and "decoding_type" not in value:
+            raise ValueError("speculative_config needs a decoding_type (e.g. NGram, Eagle, MTP, DraftTarget on the "
+                             "pytorch runtime; Lookahead, Medusa, Eagle on tensorrt)")
+        return value
+
+    @model_validator(mode="after")
+    def _runtime_fields(self) -> "TensorRTConfig":
+        if self.runtime == "pytorch":
+            wrong = [n for n in TENSORRT_RUNTIME_ONLY if getattr(self, n) is not None]
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)} only exist on the TensorRT-engine LLM (TrtLlmArgs); set "
+                                 "tensorrt.runtime: tensorrt or remove them")
+        else:
+            wrong = [n for n in PYTORCH_RUNTIME_ONLY if n != "cuda_graph_config" and getattr(self, n) is not None]
+            if self.cuda_graph_config.model_fields_set:
+                wrong.append("cuda_graph_config")
+            if self.kv_cache_config.dtype not in (None, "auto"):
+                raise ValueError("kv_cache_config.dtype: the TensorRT-engine runtime only accepts auto; use "
+                                 "quant_config: {kv_cache_quant_algo: FP8} for an fp8 KV cache there")
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)} only exist on the PyTorch runtime (TorchLlmArgs); set "
+                                 "tensorrt.runtime: pytorch or remove them (for CUDA graphs on the engine runtime "
+                                 "use extended_runtime_perf_knob_config: {cuda_graph_mode: true})")
+        return self
 
 
 SECTION_MODELS: dict[str, type[StrictModel]] = {

@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from llem_bench.config.backends import SECTION_MODELS, VLLMCompilation
+from llem_bench.config.backends import (SECTION_MODELS, TensorRTCudaGraphs, TensorRTKvCache, TensorRTScheduler,
+                                       VLLMCompilation)
 
 VLLM_FALLBACK = Path(__file__).resolve().parents[2] / "docs" / "parameters" / "vllm-0.32-fields.txt"
+TENSORRT_FALLBACK = Path(__file__).resolve().parents[2] / "docs" / "parameters" / "tensorrt-llm-1.2.1-fields.txt"
+NESTED = {"vllm": [("vllm.compilation", VLLMCompilation)],
+          "tensorrt": [("tensorrt.kv_cache_config", TensorRTKvCache), ("tensorrt.scheduler_config", TensorRTScheduler),
+                       ("tensorrt.cuda_graph_config", TensorRTCudaGraphs)]}
 
 # Main from_pretrained kwargs (it takes **kwargs, so there is no field list to read).
 FROM_PRETRAINED = ("dtype", "device_map", "attn_implementation", "quantization_config", "max_memory",
@@ -44,7 +49,13 @@ SHARED = {
         "SamplingParams.top_k": "decoding.top_k", "SamplingParams.repetition_penalty": "decoding.repetition_penalty",
         "SamplingParams.seed": "workload.seed",
     },
-    "tensorrt": {},
+    "tensorrt": {
+        "LlmArgs.dtype": "dtype", "LlmArgs.model": "model", "SamplingParams.max_tokens": "workload.output_tokens",
+        "SamplingParams.min_tokens": "workload.ignore_eos", "SamplingParams.end_id": "workload.ignore_eos (-1: no EOS)",
+        "SamplingParams.pad_id": "workload.ignore_eos", "SamplingParams.temperature": "decoding.preset / temperature",
+        "SamplingParams.top_p": "decoding.top_p", "SamplingParams.top_k": "decoding.top_k",
+        "SamplingParams.repetition_penalty": "decoding.repetition_penalty", "SamplingParams.seed": "workload.seed",
+    },
 }
 
 # Upstream parameters llem-bench sets to one fixed value on every run (not a study choice): the
@@ -72,7 +83,15 @@ PINNED = {
              "SamplingParams.logit_bias": "None (it would change which tokens are generated, not the work)",
              "SamplingParams.structured_outputs": "None (a grammar ends or reshapes the output: not the same work "
                                                   "on every backend)"},
-    "tensorrt": {},
+    "tensorrt": {"LlmArgs.tokenizer": "the model path", "LlmArgs.skip_tokenizer_init": "False (token-id prompts)",
+                 "LlmArgs.max_beam_width": "1 (greedy or sampling, never beam search)",
+                 "SamplingParams.n": "1", "SamplingParams.best_of": "None (= n)", "SamplingParams.use_beam_search": "False",
+                 "SamplingParams.ignore_eos": "False (end_id -1 does it without the generation_config stop ids)",
+                 "SamplingParams.detokenize": "False", "SamplingParams.stop": f"None ({_NO_EARLY_STOP})",
+                 "SamplingParams.stop_token_ids": f"None ({_NO_EARLY_STOP})",
+                 "SamplingParams.logprobs": f"None ({_NOTHING_KEPT})",
+                 "SamplingParams.return_context_logits": f"False ({_NOTHING_KEPT})",
+                 "SamplingParams.return_generation_logits": f"False ({_NOTHING_KEPT})"},
 }
 
 # Upstream names that change energy / throughput / latency, with the reason.
@@ -183,7 +202,78 @@ ENERGY_RELEVANT: dict[str, dict[str, str]] = {
         "SamplingParams.structured_outputs": "grammar masks per step",
         "SamplingParams.logit_bias": "extra logits processing",
     },
-    "tensorrt": {},
+    "tensorrt": {
+        "LlmArgs.dtype": "bytes per weight and activation",
+        "LlmArgs.tensor_parallel_size": "GPUs per model: all-reduce cost, more devices powered",
+        "LlmArgs.pipeline_parallel_size": "pipeline stages: bubbles and transfers",
+        "LlmArgs.context_parallel_size": "long prompts split over GPUs",
+        "LlmArgs.moe_expert_parallel_size": "MoE experts spread over GPUs",
+        "LlmArgs.moe_tensor_parallel_size": "tensor parallel inside MoE layers",
+        "LlmArgs.enable_attention_dp": "data-parallel attention",
+        "LlmArgs.max_batch_size": "caps the decode batch",
+        "LlmArgs.max_num_tokens": "token budget per iteration",
+        "LlmArgs.max_seq_len": "KV reserved per request; clamps max_tokens",
+        "LlmArgs.max_input_len": "engine build shapes",
+        "LlmArgs.max_beam_width": "beam search width",
+        "LlmArgs.kv_cache_config": "KV pool size and reuse",
+        "LlmArgs.scheduler_config": "admission policy: batch size reached",
+        "LlmArgs.enable_chunked_prefill": "prefill split across iterations",
+        "LlmArgs.speculative_config": "speculative decoding: fewer target steps",
+        "LlmArgs.load_format": "dummy weights",
+        "TorchLlmArgs.cuda_graph_config": "CUDA graphs in decode: launch overhead",
+        "TorchLlmArgs.disable_overlap_scheduler": "CPU/GPU overlap; response delay",
+        "TorchLlmArgs.attn_backend": "attention kernels",
+        "TorchLlmArgs.torch_compile_config": "torch.compile of the model",
+        "TorchLlmArgs.stream_interval": "Python work per streamed token",
+        "TorchLlmArgs.moe_config": "MoE kernels",
+        "TorchLlmArgs.sampler_type": "sampler implementation",
+        "TorchLlmArgs.disable_flashinfer_sampling": "sampling kernels",
+        "TorchLlmArgs.enable_autotuner": "kernel autotuning",
+        "TorchLlmArgs.allreduce_strategy": "all-reduce kernel",
+        "TorchLlmArgs.batch_wait_timeout_ms": "waits to fill batches",
+        "TorchLlmArgs.batch_wait_timeout_iters": "waits to fill batches",
+        "TorchLlmArgs.batch_wait_max_tokens_ratio": "waits to fill batches",
+        "TrtLlmArgs.build_config": "engine shapes, plugins and kernels",
+        "TrtLlmArgs.quant_config": "weight and KV quantization at build",
+        "TrtLlmArgs.extended_runtime_perf_knob_config": "CUDA graphs and multi-block attention on the engine runtime",
+        "TrtLlmArgs.fast_build": "fewer build optimisations",
+        "TrtLlmArgs.batching_type": "static batches idle their finished slots",
+        "TorchLlmArgs.garbage_collection_gen0_threshold": "Python GC pauses between iterations",
+        "TorchLlmArgs.enable_iter_perf_stats": "per-iteration stats bookkeeping",
+        "SchedulerConfig.dynamic_batch_config": "the runtime retunes the batch size during the run",
+        "KvCacheConfig.enable_partial_reuse": "more prefix reuse when block reuse is on",
+        "KvCacheConfig.free_gpu_memory_fraction": "KV pool size: concurrency",
+        "KvCacheConfig.max_tokens": "KV pool cap",
+        "KvCacheConfig.max_gpu_total_bytes": "KV pool cap",
+        "KvCacheConfig.enable_block_reuse": "prefix reuse skips prefill work",
+        "KvCacheConfig.dtype": "KV bytes per decode step",
+        "KvCacheConfig.tokens_per_block": "paging granularity",
+        "KvCacheConfig.host_cache_size": "KV offload to host memory",
+        "SchedulerConfig.capacity_scheduler_policy": "how many requests are admitted",
+        "SchedulerConfig.context_chunking_policy": "order of prompt chunks",
+        "CudaGraphConfig.batch_sizes": "which batches get a graph",
+        "CudaGraphConfig.max_batch_size": "largest batch with a graph",
+        "CudaGraphConfig.enable_padding": "padding to a captured batch",
+        "SamplingParams.max_tokens": "decode steps per request",
+        "SamplingParams.min_tokens": "forces decode past EOS",
+        "SamplingParams.end_id": "where generation may stop",
+        "SamplingParams.ignore_eos": "fixed output length",
+        "SamplingParams.stop": "early stop on text: detokenisation every step",
+        "SamplingParams.stop_token_ids": "early stop",
+        "SamplingParams.n": "sequences per prompt",
+        "SamplingParams.use_beam_search": "beam search work",
+        "SamplingParams.temperature": "greedy vs sampling path",
+        "SamplingParams.top_p": "sort/cumsum in the sampler",
+        "SamplingParams.top_k": "top-k filtering in the sampler",
+        "SamplingParams.min_p": "min-p filtering in the sampler",
+        "SamplingParams.repetition_penalty": "penalty kernels",
+        "SamplingParams.presence_penalty": "penalty kernels",
+        "SamplingParams.frequency_penalty": "penalty kernels",
+        "SamplingParams.detokenize": "detokenisation CPU work",
+        "SamplingParams.logprobs": "log-softmax and copies per step",
+        "SamplingParams.return_generation_logits": "logits copied every step",
+        "SamplingParams.return_context_logits": "logits over the whole prompt",
+    },
 }
 
 
@@ -237,7 +327,7 @@ def _upstream_of(text: Optional[str]) -> Optional[str]:
 def modelled_fields(backend: str) -> dict[str, str]:
     """Upstream name -> our field, from the schema's `upstream` metadata plus the shared sections."""
     out = dict(SHARED.get(backend, {}))
-    models = [(backend, SECTION_MODELS[backend])] + ([("vllm.compilation", VLLMCompilation)] if backend == "vllm" else [])
+    models = [(backend, SECTION_MODELS[backend])] + NESTED.get(backend, [])
     for prefix, model in models:
         for name, info in model.model_fields.items():
             upstream = _upstream_of((info.json_schema_extra or {}).get("upstream"))
@@ -273,6 +363,39 @@ def vllm_surface() -> tuple[list[str], str]:
     return [n for n in names if not n.split(".", 1)[1].startswith("_")], source
 
 
+def _tensorrt_importable() -> bool:
+    try:
+        return importlib.util.find_spec("tensorrt_llm") is not None
+    except ImportError:
+        return False
+
+
+def tensorrt_surface() -> tuple[list[str], str]:
+    """LlmArgs fields of both runtimes (shared ones as LlmArgs.*, the others under their class), the nested
+    configs llem-bench types, and SamplingParams."""
+    if not _tensorrt_importable():
+        names = [line.strip() for line in TENSORRT_FALLBACK.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+        return names, (f"tensorrt_llm is not importable here: names recorded from TensorRT-LLM 1.2.1 (commit "
+                       f"376f7e1, docs/parameters/{TENSORRT_FALLBACK.name}; the performance-relevant surface, "
+                       "not every LlmArgs field)")
+    import tensorrt_llm
+    from tensorrt_llm import SamplingParams
+    from tensorrt_llm.llmapi.llm_args import (CudaGraphConfig, KvCacheConfig, SchedulerConfig, TorchLlmArgs,
+                                              TrtLlmArgs)
+
+    torch_args, trt_args = set(TorchLlmArgs.model_fields), set(TrtLlmArgs.model_fields)
+    names = [f"LlmArgs.{n}" for n in sorted(torch_args & trt_args)]
+    names += [f"TorchLlmArgs.{n}" for n in sorted(torch_args - trt_args)]
+    names += [f"TrtLlmArgs.{n}" for n in sorted(trt_args - torch_args)]
+    for cls in (KvCacheConfig, SchedulerConfig, CudaGraphConfig):
+        names += [f"{cls.__name__}.{n}" for n in cls.model_fields]
+    names += [f"SamplingParams.{f.name}" for f in dataclasses.fields(SamplingParams)]
+    return ([n for n in names if not n.split(".", 1)[1].startswith("_")],
+            f"installed tensorrt_llm {tensorrt_llm.__version__} (TorchLlmArgs, TrtLlmArgs, nested configs, "
+            "SamplingParams)")
+
+
 def pytorch_surface() -> tuple[list[str], str]:
     import transformers
     from transformers import GenerationConfig
@@ -289,7 +412,7 @@ def coverage(backend: str) -> Coverage:
     elif backend == "vllm":
         upstream, source = vllm_surface()
     elif backend == "tensorrt":
-        upstream, source = [], "TensorRT-LLM backend not implemented yet: no upstream surface compared"
+        upstream, source = tensorrt_surface()
     else:
         raise ValueError(f"unknown backend {backend!r}; choose from pytorch, vllm, tensorrt")
     present = set(upstream)
@@ -329,5 +452,5 @@ def render_coverage(backend: str) -> str:
 if __name__ == "__main__":  # python -m llem_bench.config.coverage [backend ...]
     import sys
 
-    for name in sys.argv[1:] or ["pytorch", "vllm"]:
+    for name in sys.argv[1:] or ["pytorch", "vllm", "tensorrt"]:
         print(render_coverage(name), end="\n\n")

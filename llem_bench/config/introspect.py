@@ -10,15 +10,20 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel
 
-from llem_bench.config.backends import PyTorchConfig, TensorRTConfig, VLLMCompilation, VLLMConfig
+from llem_bench.config.backends import (PyTorchConfig, TensorRTConfig, TensorRTCudaGraphs, TensorRTKvCache,
+                                       TensorRTScheduler, VLLMCompilation, VLLMConfig)
 from llem_bench.config.experiment import DecodingConfig, MeasurementConfig, WarmupConfig, WorkloadConfig
 
 SECTIONS: dict[str, type[BaseModel]] = {
     "pytorch": PyTorchConfig, "vllm": VLLMConfig, "vllm.compilation": VLLMCompilation, "tensorrt": TensorRTConfig,
+    "tensorrt.kv_cache_config": TensorRTKvCache, "tensorrt.scheduler_config": TensorRTScheduler,
+    "tensorrt.cuda_graph_config": TensorRTCudaGraphs,
     "workload": WorkloadConfig, "decoding": DecodingConfig, "measurement": MeasurementConfig,
     "measurement.warmup": WarmupConfig,
 }
-BACKEND_SECTIONS = {"pytorch": ["pytorch"], "vllm": ["vllm", "vllm.compilation"], "tensorrt": ["tensorrt"],
+BACKEND_SECTIONS = {"pytorch": ["pytorch"], "vllm": ["vllm", "vllm.compilation"],
+                    "tensorrt": ["tensorrt", "tensorrt.kv_cache_config", "tensorrt.scheduler_config",
+                                 "tensorrt.cuda_graph_config"],
                     "common": ["workload", "decoding", "measurement", "measurement.warmup"]}
 
 # Test values the generic rules cannot know (valid for synthetic:tiny on a CPU).

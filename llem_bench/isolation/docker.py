@@ -15,10 +15,14 @@ from typing import Optional
 
 from llem_bench.config.errors import ConfigError
 
-PASS_ENV_PREFIXES = ("LLEM_", "HF_", "CUDA_", "VLLM_", "NCCL_", "TRANSFORMERS_")
+PASS_ENV_PREFIXES = ("LLEM_", "HF_", "CUDA_", "VLLM_", "NCCL_", "TRANSFORMERS_", "TLLM_", "TRTLLM_", "OMPI_")
 # Inside the container the GPUs are renumbered from 0, so the host's selection becomes --gpus instead.
 NOT_PASSED = ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")
 IO_DIR, CODE_DIR, SERIES_DIR = "/llem-io", "/opt/llem", "/llem-timeseries"
+# What a backend needs from `docker run` whatever the options say: TensorRT-LLM's documented command uses the
+# host's IPC namespace (MPI and NCCL shared memory), unlimited locked memory (pinned buffers) and a 64 MiB
+# stack (NGC images' standard settings).
+BACKEND_RUN_FLAGS = {"tensorrt": ["--ipc=host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]}
 
 
 def _docker(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -100,27 +104,35 @@ def gpu_request(need_gpus: bool, visible: Optional[str]) -> Optional[str]:
 
 def docker_command(image: str, io_dir: Path, package_root: Path, series_dir: Path, name: str,
                    shm_size: str, ipc_host: bool, gpus: Optional[str] = "all",
-                   environ: Optional[dict[str, str]] = None, workdir: Optional[Path] = None) -> list[str]:
+                   environ: Optional[dict[str, str]] = None, workdir: Optional[Path] = None,
+                   backend: Optional[str] = None) -> list[str]:
     environ = dict(os.environ if environ is None else environ)
     workdir = Path(workdir or os.getcwd()).resolve()
+    # docker takes a relative -v source for the name of a volume (and refuses the slashes): every host path
+    # is made absolute (found with a real engine: --llem-out out failed with "invalid characters")
+    io_dir, series_dir, package_root = (Path(p).resolve() for p in (io_dir, series_dir, package_root))
     cmd = ["docker", "run", "--rm", "--name", name]
     if gpus:
         cmd += ["--gpus", gpus]
-    cmd += ["--ipc=host"] if ipc_host else ["--shm-size", shm_size]
+    needed = BACKEND_RUN_FLAGS.get(backend or "", [])
+    cmd += needed if needed else (["--ipc=host"] if ipc_host else ["--shm-size", shm_size])
     cmd += ["-v", f"{io_dir}:{IO_DIR}", "-v", f"{series_dir}:{SERIES_DIR}",
             "-v", f"{package_root / 'llem_bench'}:{CODE_DIR}/llem_bench:ro", "-e", f"PYTHONPATH={CODE_DIR}",
             # relative paths in the study (prompt files, local models) resolve as they do here
             "-v", f"{workdir}:{workdir}:ro", "-w", str(workdir)]
+    caches = {}
     for key in ("LLEM_CACHE_DIR", "HF_HOME"):  # model caches: the container reuses what is on the host
         if environ.get(key):
-            cmd += ["-v", f"{environ[key]}:{environ[key]}"]
+            caches[key] = str(Path(environ[key]).resolve())
+            cmd += ["-v", f"{caches[key]}:{caches[key]}", "-e", f"{key}={caches[key]}"]
     for key in sorted(environ):
-        if key.startswith(PASS_ENV_PREFIXES) and key not in NOT_PASSED:
+        if key.startswith(PASS_ENV_PREFIXES) and key not in NOT_PASSED and key not in caches:
             cmd += ["-e", key]
     return cmd + ["--entrypoint", "python3", image, "-m", "llem_bench.isolation.worker",
                   f"{IO_DIR}/request.json", f"{IO_DIR}/result.json"]
 
 
 def kill_container(name: str) -> None:
+    """Kill and remove: `rm -f` also catches a container the killed CLI had created but not started yet."""
     if shutil.which("docker"):
-        subprocess.run(["docker", "kill", name], capture_output=True, timeout=30)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)

@@ -130,7 +130,7 @@ class Workers:
         try:
             if in_container:
                 self.close()
-                code = self._run_container(spec, io_dir, series_dir, log_path, test_id)
+                code = self._run_container(spec, io_dir, series_dir, log_path, test_id, experiment.backend)
             else:
                 code = self._serve(spec, experiment, request, result_path, log_path)
             if not result_path.is_file():
@@ -201,14 +201,15 @@ class Workers:
             if self.idle is not None:
                 self.idle()
 
-    def _run_container(self, spec: RunnerSpec, io_dir: Path, series_dir: Path, log_path: Path, test_id: str) -> int:
+    def _run_container(self, spec: RunnerSpec, io_dir: Path, series_dir: Path, log_path: Path, test_id: str,
+                       backend: str) -> int:
         from llem_bench.isolation.docker import docker_command, gpu_request, kill_container
 
         os.chmod(io_dir, 0o777)  # the container's user writes the result here
         name = f"llem-{os.getpid()}-{test_id}"[:120]
         gpus = gpu_request(host_has_gpus(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         command = docker_command(spec.image, io_dir, PACKAGE_ROOT, series_dir, name,
-                                 self.docker.shm_size, self.docker.ipc_host, gpus=gpus)
+                                 self.docker.shm_size, self.docker.ipc_host, gpus=gpus, backend=backend)
         with open(log_path, "a") as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
@@ -219,9 +220,10 @@ class Workers:
             except subprocess.TimeoutExpired:
                 raise WorkerFailed(f"timed out after {self.timeout_s:.0f} s; container killed\n{_tail(log_path)}")
             finally:
-                if proc.poll() is None:
-                    kill_container(name)  # killing the docker CLI alone would leave the container running
+                running = proc.poll() is None
                 _kill_group(proc)
+                if running:  # killing the docker CLI alone would leave the container running
+                    kill_container(name)
 
     def close(self) -> None:
         """Stop the current worker and everything it started."""

@@ -17,13 +17,13 @@ class BackendPool:
 
     def acquire(self, config: ExperimentConfig) -> tuple[Backend, bool, float]:
         """(backend configured for `config`, whether the loaded model was reused, load seconds)."""
-        key = load_key(config)
+        key = load_key(config) + _engine_key(config)
         reused = key == self._key and self._backend is not None
         load_s = 0.0
         if not reused:
             self.close()
             self.idle_before_load = _idle_before_load(config)
-            backend = create_backend(config.backend)
+            backend = _server_backend(config) or create_backend(config.backend)
             start = time.perf_counter()
             try:
                 backend.load(config)
@@ -40,6 +40,21 @@ class BackendPool:
         if self._backend is not None:
             self._backend.close()
         self._key, self._backend = None, None
+
+
+def _engine_key(config: ExperimentConfig) -> str:
+    if config.scenario == "offline":
+        return ""
+    return "|server:" + config.serving.server.model_dump_json()
+
+
+def _server_backend(config: ExperimentConfig) -> Optional[Backend]:
+    """Serving scenarios with engine: server run against a server process instead of a loaded model."""
+    if config.scenario == "offline" or config.serving.engine != "server":
+        return None
+    from llem_bench.serving.server import ServerBackend
+
+    return ServerBackend()
 
 
 def _idle_before_load(config: ExperimentConfig) -> Optional[dict]:

@@ -105,7 +105,7 @@ class ServerBackend:
         start = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)  # its own group: stopped as a whole
+                                         preexec_fn=_own_group_dying_with_parent)
         try:
             self._wait_healthy(server.health, server.start_timeout_s)
             self.model_name = self._served_model()
@@ -181,6 +181,17 @@ class ServerBackend:
             pass
         _signal_group(proc.pid, signal.SIGKILL)  # whatever of the group is left
         proc.wait(timeout=10)
+
+
+def _own_group_dying_with_parent() -> None:
+    """In the server's child before exec: its own process group (stopped as a whole), and SIGTERM when
+    the process that started it dies, even by SIGKILL (a worker killed with its group at a timeout
+    or at session end), so no server outlives the study."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _signal_group(pgid: int, sig: int) -> None:

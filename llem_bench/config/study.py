@@ -245,7 +245,8 @@ def _build(src: str, raw: dict, prov: dict[str, str], swept: dict[str, Any]) -> 
                 return prov[prefix] + (f".{rest}" if rest and not prov[prefix].startswith(("sweep", "experiments")) else "")
         return _join(loc)
 
-    if raw.get("scenario", "offline") == "offline" and prov.get("serving") == "serving":
+    if raw.get("scenario", "offline") == "offline" and prov.get("serving") == "serving" and \
+            prov.get("scenario", "").startswith(("sweep", "experiments")):
         raw.pop("serving", None)  # the study-wide serving section only applies to serving points of a scenario sweep
     try:
         config = ExperimentConfig.model_validate(raw)

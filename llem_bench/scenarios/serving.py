@@ -178,7 +178,7 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
              ("drain", window["end"], load.end)] if window["start"] is not None else [("whole_run", load.start, load.end)]
     for name, t0, t1 in edges:
         segments[name] = {"start_s": t0 - load.start, "duration_s": t1 - t0,
-                          "output_tokens": tokens_between(times, counts, t0, t1),
+                          "output_tokens": tokens_between(times, counts, t0, t1, closed=t1 == load.end),
                           **energy_between(samples, t0, t1, energy_reason)}
     if window["start"] is None:
         warnings.extend(window_warnings(window))

@@ -95,9 +95,11 @@ def steady_window(first_tokens: Sequence[float], finishes: Sequence[float], run_
 
 
 def tokens_between(chunk_times: Sequence[Sequence[float]], chunk_tokens: Sequence[Sequence[int]], t0: float,
-                   t1: float) -> int:
-    """Output tokens whose event arrived in [t0, t1]."""
-    return sum(n for times, counts in zip(chunk_times, chunk_tokens) for t, n in zip(times, counts) if t0 <= t <= t1)
+                   t1: float, closed: bool = False) -> int:
+    """Output tokens whose event arrived in [t0, t1) ([t0, t1] with closed=True, for the last segment),
+    so consecutive segments never count an event twice."""
+    return sum(n for times, counts in zip(chunk_times, chunk_tokens) for t, n in zip(times, counts)
+               if t0 <= t < t1 or (closed and t == t1))
 
 
 def stationarity(series: Sequence[tuple[float, int]], chunk_times: Sequence[Sequence[float]],

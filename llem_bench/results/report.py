@@ -81,6 +81,9 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
         tables.append(("Idle power and power sampling", ["experiment", "idle W (before load)", "idle W (resident)",
                                                          "samples", "max °C", "throttling",
                                                          "counter vs samples"], power))
+    from llem_bench.results.serving_plots import serving_table  # serving scenarios only
+
+    tables += serving_table(results)
     validity = [[r.test_id, r.validity["verdict"], "; ".join(r.validity.get("reasons") or [])]
                 for r in results if r.validity.get("verdict") in ("warning", "invalid")]
     if validity:

@@ -169,7 +169,8 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
     records = load.records
     first = [r.first_token for r in records]
     finish = [r.finished for r in records]
-    window = steady_window(first, finish, load.start, load.end)
+    closed = config.serving.concurrency if config.scenario == "concurrency" else None
+    window = steady_window(first, finish, load.start, load.end, plateau=closed)
     decoding = step_series(list(zip(first, finish)))
     in_flight = step_series([(r.sent, r.finished) for r in records])
     times, counts = [r.chunk_times for r in records], [r.chunk_tokens for r in records]

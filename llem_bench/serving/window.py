@@ -3,8 +3,8 @@
 Rule (ML.ENERGY's, generalised beyond rate = inf): let B be the plateau of the number of requests
 being decoded (first token seen, not finished), the time-weighted median over the run, clipped to
 [1, N/4]. The window opens at the B-th first token (the batch has filled) and closes at the
-(N-B-1)-th completion (the queue is about to drain). For a closed loop at concurrency C the plateau
-is C; at rate = inf it is the engine's batch limit (max_num_seqs) when N is large enough.
+(N-B-1)-th completion (the queue is about to drain). For a closed loop at concurrency C B is C (configured,
+not measured); at rate = inf it is the engine's batch limit (max_num_seqs) when N is large enough.
 
 A window is checked for stationarity: its four quarters must each hold the window's mean decode
 count and output token rate within STATIONARY_TOLERANCE; otherwise it is a warning, not hidden.
@@ -69,15 +69,17 @@ def median_level(series: Sequence[tuple[float, int]], t0: float, t1: float) -> f
 
 
 def steady_window(first_tokens: Sequence[float], finishes: Sequence[float], run_start: float,
-                  run_end: float) -> dict[str, Any]:
-    """The window [start, end] of one run's completed requests (first_tokens[i], finishes[i] of request i)."""
+                  run_end: float, plateau: Optional[float] = None) -> dict[str, Any]:
+    """The window [start, end] of one run's completed requests (first_tokens[i], finishes[i] of request i).
+    `plateau`: the configured one (a closed loop's concurrency) instead of the measured median."""
     n = len(finishes)
     decoding = step_series(list(zip(first_tokens, finishes)))
-    rule = ("opens at the B-th first token, closes at the (N-B-1)-th completion; B = time-weighted median "
-            "of requests being decoded over the run, clipped to [1, N/4]")
+    rule = ("opens at the B-th first token, closes at the (N-B-1)-th completion; B = " +
+            ("the closed loop's concurrency" if plateau is not None else
+             "time-weighted median of requests being decoded over the run") + ", clipped to [1, N/4]")
     if n < 4:
         return {"start": None, "end": None, "rule": rule, "reason": f"{n} completed requests (needs >= 4)"}
-    plateau = median_level(decoding, run_start, run_end)
+    plateau = plateau if plateau is not None else median_level(decoding, run_start, run_end)
     b = int(min(max(1, round(plateau)), n // 4))
     start = sorted(first_tokens)[b - 1]
     close_index = n - b - 2  # the (N-B-1)-th completion, 1-based

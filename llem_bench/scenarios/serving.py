@@ -91,6 +91,16 @@ def _load_text(config: Any) -> str:
     return f"open loop, rate {serving.rate} req/s ({serving.arrival}){cap}"
 
 
+def describe(config: Any) -> str:
+    """One line for `llem validate`."""
+    serving = config.serving
+    lengths = lambda spec, default: spec.dist if spec else f"fixed {default}"  # noqa: E731
+    return (f"{config.scenario}: {serving.num_requests} requests, {_load_text(config)}; input "
+            f"{lengths(serving.input_tokens, config.workload.input_tokens or config.workload.max_input_tokens)}, "
+            f"output {lengths(serving.output_tokens, config.workload.output_tokens)} tokens; engine {serving.engine}; "
+            f"energy={config.measurement.energy}")
+
+
 # --- analysis of one run ---------------------------------------------------------------------------
 
 def request_latencies(records: list[RequestRecord], t0: float, t1: float) -> dict[str, list[float]]:

@@ -85,8 +85,12 @@ SERVING_METRICS: dict[str, Metric] = {
                                      "objective / window time"),
     "goodput_per_j": Metric("req/J", True, "requests finished in the window that met every SLO / GPU energy in the "
                             "window", energy=True),
-    "queue_time_ms_mean": Metric("ms", False, "engine-side queueing delay, mean over the run (the server's "
-                                 "vllm:request_queue_time_seconds histogram, sum/count delta)"),
+    "queue_time_ms_mean": Metric("ms", False, "engine-side queueing delay (queued -> scheduled): per request "
+                                 "from vLLM's own stamps in-process, finished in the window; in server mode the mean "
+                                 "of the server's vllm:request_queue_time_seconds histogram over the run"),
+    **{f"queue_time_ms_{q}": Metric("ms", False, f"{q} of the engine-side queueing delay, requests finished in the "
+                                    "window (in-process engine only: a server does not report it per request)")
+       for q in ("p50", "p90", "p99")},
     "client_cpu_fraction": Metric("1", False, "CPU time of the load generator's event loop / run wall time "
                                   "(near 1 = the client may be the bottleneck)"),
 }

@@ -23,7 +23,7 @@ from llem_bench.metrics import ENERGY_METRICS, METRICS, SERVING_ENERGY_METRICS, 
 from llem_bench.results.schema import ExperimentResult, MetricSummary
 from llem_bench.results.store import utc_now
 from llem_bench.serving.arrivals import arrival_offsets
-from llem_bench.serving.client import LoadRun, RequestRecord, completion_payload, run_load
+from llem_bench.serving.client import LoadRun, RequestRecord, run_load
 from llem_bench.serving.window import (stationarity, steady_window, step_series, tokens_between,
                                        window_warnings)
 from llem_bench.workload.lengths import PlannedRequest, plan_requests, plan_summary
@@ -54,15 +54,12 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
     open_loop = config.scenario == "serving"
     concurrency = serving.concurrency
 
-    def payload(request: PlannedRequest) -> dict:
-        return completion_payload(backend.model_name, request, config.decoding, config.workload.ignore_eos,
-                                  config.workload.seed)
-
+    send, scrape, loop = backend.sender(config)
     warm = None
     if serving.warmup_requests:
         start = time.perf_counter()
-        warm_run = run_load(backend.base_url, _warmup_plan(plan, serving.warmup_requests), payload,
-                            concurrency=concurrency or serving.warmup_requests, open_loop=False)
+        warm_run = run_load(send, _warmup_plan(plan, serving.warmup_requests),
+                            concurrency=concurrency or serving.warmup_requests, open_loop=False, loop=loop)
         failed = [r.error for r in warm_run.records if not r.ok]
         if failed:
             backend.check_alive()
@@ -71,8 +68,8 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
     progress(f"{len(plan)} requests, {_load_text(config)}")
     probe.mark("run_start")
     meter.begin()
-    load = run_load(backend.base_url, plan, payload, concurrency=concurrency, open_loop=open_loop,
-                    scrape_s=serving.scrape_interval_s)
+    load = run_load(send, plan, concurrency=concurrency, open_loop=open_loop, scrape=scrape,
+                    scrape_s=serving.scrape_interval_s, loop=loop)
     total_energy = meter.end()
     probe.mark("run_end")
     backend.check_alive()  # a server that died mid-run fails the experiment with its log tail
@@ -213,7 +210,11 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
     good = good_requests(records, config.serving.slo, t0, t1)
     metrics["goodput_requests_per_s"] = good / (t1 - t0) if good is not None else None
     metrics["goodput_per_j"] = good / steady["energy_j"] if good is not None and steady["energy_j"] else None
-    metrics["queue_time_ms_mean"] = queue_time_ms(load.scrapes)
+    queues = [r.engine_queue_ms for r in records if r.engine_queue_ms is not None and t0 <= r.finished <= t1]
+    metrics["queue_time_ms_mean"] = sum(queues) / len(queues) if queues else queue_time_ms(load.scrapes)
+    queue = distribution(queues)
+    for q in ("p50", "p90", "p99"):
+        metrics[f"queue_time_ms_{q}"] = queue[q] if queue else None
     metrics["client_cpu_fraction"] = load.client_cpu_s / (load.end - load.start)
     return {"window": window, "segments": segments, "metrics": metrics, "cycle": cycle, "good_requests": good,
             "in_flight_series": in_flight, "decoding_series": decoding}
@@ -242,6 +243,8 @@ def summaries(cycle: Optional[dict], serving_metrics: dict[str, Optional[float]]
             unavailable[name] = "no idle baseline (needs the power sampler and measurement.baseline_idle_s > 0)"
         elif name == "queue_time_ms_mean":
             unavailable[name] = queue_reason
+        elif name.startswith("queue_time_ms_"):
+            unavailable[name] = "per-request queueing delay needs the in-process engine (a server reports no per-request stamps)"
         elif name == "peak_memory_mb":
             unavailable[name] = "not measured: the engine runs in the server process"
         else:

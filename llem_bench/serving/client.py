@@ -12,7 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 from urllib.parse import urlsplit
 
 from llem_bench.workload.lengths import PlannedRequest
@@ -32,6 +32,7 @@ class RequestRecord:
     chunk_times: list[float] = field(default_factory=list)  # one per event that carried tokens
     chunk_tokens: list[int] = field(default_factory=list)
     output_tokens: int = 0  # the server's count (usage), else the events with text
+    engine_queue_ms: Optional[float] = None  # in-process engine only: scheduled - queued (vLLM's stamps)
     error: Optional[str] = None
 
     @property
@@ -169,8 +170,11 @@ class LoadRun:
     scrapes: list[dict[str, Any]]
 
 
-async def _drive(endpoint: Endpoint, plan: list[PlannedRequest], make_payload: Callable[[PlannedRequest], dict],
-                 concurrency: Optional[int], open_loop: bool, scrape_s: float) -> LoadRun:
+Send = Callable[[PlannedRequest, RequestRecord], Awaitable[None]]
+
+
+async def _drive(send: Send, plan: list[PlannedRequest], concurrency: Optional[int], open_loop: bool,
+                 scrape: Optional[Callable[[], Awaitable[Optional[dict]]]], scrape_s: float) -> LoadRun:
     records = [RequestRecord(r.index, len(r.prompt_token_ids), r.output_tokens, 0.0) for r in plan]
     scrapes: list[dict[str, Any]] = []
     done = asyncio.Event()
@@ -179,24 +183,24 @@ async def _drive(endpoint: Endpoint, plan: list[PlannedRequest], make_payload: C
 
     async def one(i: int) -> None:
         try:
-            await endpoint.stream(make_payload(plan[i]), records[i])
+            await send(plan[i], records[i])
         except Exception as exc:  # recorded per request; the scenario fails the run if any failed
             records[i].error = f"{type(exc).__name__}: {exc}"
 
     async def scraper() -> None:
         while not done.is_set():
             try:
-                status, body = await endpoint.get("/metrics")
-                if status == 200:
-                    scrapes.append({"t": now(), **parse_prometheus(body.decode(errors="replace"))})
+                gauges = await scrape()
             except Exception:  # a server without /metrics: the timeline comes from the client alone
                 return
+            if gauges is not None:
+                scrapes.append({"t": now(), **gauges})
             try:
                 await asyncio.wait_for(done.wait(), scrape_s)
             except asyncio.TimeoutError:
                 pass
 
-    scrape_task = asyncio.create_task(scraper()) if scrape_s > 0 else None
+    scrape_task = asyncio.create_task(scraper()) if scrape is not None and scrape_s > 0 else None
     if open_loop:
         limit = asyncio.Semaphore(concurrency) if concurrency else None
 
@@ -229,9 +233,28 @@ async def _drive(endpoint: Endpoint, plan: list[PlannedRequest], make_payload: C
     return LoadRun(records, start, end, time.thread_time() - cpu0, scrapes)
 
 
-def run_load(base_url: str, plan: list[PlannedRequest], make_payload: Callable[[PlannedRequest], dict], *,
-             concurrency: Optional[int], open_loop: bool, scrape_s: float = 0.0) -> LoadRun:
-    return asyncio.run(_drive(Endpoint(base_url), plan, make_payload, concurrency, open_loop, scrape_s))
+def run_load(send: Send, plan: list[PlannedRequest], *, concurrency: Optional[int], open_loop: bool,
+             scrape: Optional[Callable[[], Awaitable[Optional[dict]]]] = None, scrape_s: float = 0.0,
+             loop: Optional[asyncio.AbstractEventLoop] = None) -> LoadRun:
+    """Drive `plan` through `send`; on `loop` (an engine's own event loop thread) when given."""
+    coroutine = _drive(send, plan, concurrency, open_loop, scrape, scrape_s)
+    if loop is None:
+        return asyncio.run(coroutine)
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+def http_sender(base_url: str, make_payload: Callable[[PlannedRequest], dict]) -> tuple[Send, Callable]:
+    """(send, scrape) against an OpenAI-compatible server."""
+    endpoint = Endpoint(base_url)
+
+    async def send(request: PlannedRequest, record: RequestRecord) -> None:
+        await endpoint.stream(make_payload(request), record)
+
+    async def scrape() -> Optional[dict]:
+        status, body = await endpoint.get("/metrics")
+        return parse_prometheus(body.decode(errors="replace")) if status == 200 else None
+
+    return send, scrape
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)", re.M)

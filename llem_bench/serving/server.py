@@ -132,6 +132,14 @@ class ServerBackend:
             models = json.loads(reply.read())["data"]
         return models[0]["id"]
 
+    def sender(self, config: ExperimentConfig):
+        """(send, scrape, loop) for the load generator: HTTP against this server, on a fresh event loop."""
+        from llem_bench.serving.client import completion_payload, http_sender
+
+        send, scrape = http_sender(self.base_url, lambda request: completion_payload(
+            self.model_name, request, config.decoding, config.workload.ignore_eos, config.workload.seed))
+        return send, scrape, None
+
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise ServerDied(f"server exited with code {self.proc.returncode}\n{self.log_tail()}")

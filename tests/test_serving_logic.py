@@ -54,7 +54,7 @@ def test_scenario_sweep_drops_the_serving_section_for_offline_points():
     ({**SERVING, "scenario": "concurrency", "serving": {"concurrency": 2, "rate": 4}}, "serving.rate applies to"),
     ({"study": "s", "backend": "vllm", "serving": {"rate": 2}}, "scenario is 'offline'"),
     ({**SERVING, "serving": {"rate": 0}}, "rate must be > 0"),
-    ({**SERVING, "serving": {"engine": "inprocess"}}, "inprocess is not implemented"),
+    ({**SERVING, "serving": {"engine": "inprocess", "server": {"health": "/h"}}}, "serving.server applies to"),
     ({**SERVING, "serving": {"output_tokens": {"dist": "lognormal", "mean": 100}}}, "needs std, max"),
     ({**SERVING, "sweep": {"serving.rat": [1]}}, "Did you mean 'rate'"),
     ({**SERVING, "serving": {"server": {"url": "http://example.com:8000"}}}, "only localhost"),

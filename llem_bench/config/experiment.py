@@ -176,9 +176,9 @@ class ExperimentConfig(StrictModel):
         if self.scenario == "concurrency" and "rate" in serving.model_fields_set:
             raise ValueError("serving.rate applies to scenario: serving (open loop); scenario: concurrency "
                              "keeps serving.concurrency requests in flight instead")
-        if serving.engine == "inprocess":
-            raise ValueError("serving.engine: inprocess is not implemented yet; use engine: server (vLLM's "
-                             "OpenAI-compatible server on localhost)")
+        if serving.engine == "inprocess" and ("server" in serving.model_fields_set):
+            raise ValueError("serving.server applies to engine: server; engine: inprocess runs vLLM's AsyncLLM "
+                             "in the worker")
         return self
 
     @property

@@ -45,13 +45,18 @@ class BackendPool:
 def _engine_key(config: ExperimentConfig) -> str:
     if config.scenario == "offline":
         return ""
-    return "|server:" + config.serving.server.model_dump_json()
+    serving = config.serving
+    return f"|{serving.engine}:" + (serving.server.model_dump_json() if serving.engine == "server" else "")
 
 
 def _server_backend(config: ExperimentConfig) -> Optional[Backend]:
-    """Serving scenarios with engine: server run against a server process instead of a loaded model."""
-    if config.scenario == "offline" or config.serving.engine != "server":
+    """Serving scenarios run against a server process or vLLM's async engine instead of a loaded `LLM`."""
+    if config.scenario == "offline":
         return None
+    if config.serving.engine == "inprocess":
+        from llem_bench.serving.inprocess import AsyncEngineBackend
+
+        return AsyncEngineBackend()
     from llem_bench.serving.server import ServerBackend
 
     return ServerBackend()

@@ -55,6 +55,8 @@ def test_generic_server_runs_each_request_to_its_planned_length_and_is_stopped(t
         assert result.serving["window"]["b"] == 3  # the closed loop's plateau
         assert result.unavailable["energy_per_output_token_j"]  # CPU: null with a reason
         assert (tmp_path / "timeseries" / f"{result.test_id}.requests.json").is_file()
+        assert result.serving["prefix_cache"] == {"reset": False, "reason": "POST /reset_prefix_cache answered HTTP 404"}
+        assert any("prefix cache not reset" in w for w in result.warnings)
     finally:
         pool.close()
     assert group_gone(pid)

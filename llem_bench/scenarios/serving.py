@@ -65,6 +65,14 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
             backend.check_alive()
             raise RuntimeError(f"warmup request failed: {failed[0]}")
         warm = {"requests": serving.warmup_requests, "wall_time_s": round(time.perf_counter() - start, 3)}
+    # Identical prompts in the previous experiment (same seed, same server) must not hit the cache.
+    if getattr(config.vllm, "reuse_prefix_cache", False):
+        prefix = {"reset": False, "reason": "vllm.reuse_prefix_cache: true"}
+    else:
+        prefix = backend.reset_prefix_cache()
+        if not prefix["reset"]:
+            warnings.append(f"prefix cache not reset before the run ({prefix['reason']}): prompts an earlier "
+                            "experiment sent to this engine may hit it")
     progress(f"{len(plan)} requests, {_load_text(config)}")
     probe.mark("run_start")
     meter.begin()
@@ -77,7 +85,7 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(plan)} requests failed, e.g. request {failed[0].index}: "
                            f"{failed[0].error}")
-    return {"plan": plan, "load": load, "warmup": warm, "total_energy": total_energy}
+    return {"plan": plan, "load": load, "warmup": warm, "total_energy": total_energy, "prefix_cache": prefix}
 
 
 def _load_text(config: Any) -> str:
@@ -347,6 +355,7 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
                        "send_lag_ms": distribution([(r.sent - r.scheduled) * 1e3 for r in load.records]),
                        "processes": 1},
             "engine_gauges": _gauge_summary(load.scrapes, window),
+            "prefix_cache": run["prefix_cache"],
             "requests_file": requests_file,
         },
         validity=validity,

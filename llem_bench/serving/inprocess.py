@@ -105,6 +105,11 @@ class AsyncEngineBackend:
 
         return send, None, self.loop
 
+    def reset_prefix_cache(self) -> dict[str, Any]:
+        if self._call(self.engine.reset_prefix_cache()):
+            return {"reset": True, "method": "AsyncLLM.reset_prefix_cache"}
+        return {"reset": False, "reason": "AsyncLLM.reset_prefix_cache returned false"}
+
     def check_alive(self) -> None:
         if self.engine is not None and getattr(self.engine, "errored", False):
             raise RuntimeError("the vLLM async engine is dead (AsyncLLM.errored)")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Optional
@@ -103,9 +104,11 @@ class ServerBackend:
         self.log_path = Path(tempfile.mkstemp(prefix="llem-server-", suffix=".log")[1])
         print(f"llem-bench: starting server: {shlex.join(self.command)} (log {self.log_path})", file=sys.stderr, flush=True)
         start = time.perf_counter()
+        # vLLM serves POST /reset_prefix_cache only in dev mode: each run starts from an empty cache.
+        env = dict(os.environ, VLLM_SERVER_DEV_MODE="1") if server.command is None else None
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=_own_group_dying_with_parent)
+                                         env=env, preexec_fn=_own_group_dying_with_parent)
         try:
             self._wait_healthy(server.health, server.start_timeout_s)
             self.model_name = self._served_model()
@@ -139,6 +142,21 @@ class ServerBackend:
         send, scrape = http_sender(self.base_url, lambda request: completion_payload(
             self.model_name, request, config.decoding, config.workload.ignore_eos, config.workload.seed))
         return send, scrape, None
+
+    def reset_prefix_cache(self) -> dict[str, Any]:
+        """Empty the server's prefix cache (vLLM: POST /reset_prefix_cache), so a run never reuses the
+        blocks of the previous experiment's identical prompts. A server without it says so."""
+        request = urllib.request.Request(self.base_url + "/reset_prefix_cache", data=b"", method="POST")
+        for _ in range(5):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as reply:
+                    body = json.loads(reply.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                return {"reset": False, "reason": f"POST /reset_prefix_cache answered HTTP {exc.code}"}
+            if body.get("success", True):
+                return {"reset": True, "method": "POST /reset_prefix_cache"}
+            time.sleep(1)  # blocks still held by finishing requests
+        return {"reset": False, "reason": "the server refused to reset its prefix cache 5 times"}
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:

@@ -48,6 +48,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         global served
+        if self.path != "/v1/completions":  # e.g. vLLM's /reset_prefix_cache: not here, like most servers
+            self.send_error(404)
+            return
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         served += 1
         self.send_response(200)

@@ -195,3 +195,10 @@ def test_prometheus_gauges_summed_over_labels():
             'vllm:num_requests_running{engine="1",model_name="m"} 2.0\nvllm:other 9\n'
             'vllm:request_queue_time_seconds_sum{model_name="m"} 0.5\n')
     assert parse_prometheus(text) == {"vllm:num_requests_running": 5.0, "vllm:request_queue_time_seconds_sum": 0.5}
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from llem_bench.results.serving_plots import pareto_front
+
+    points = [(1.0, 5.0), (2.0, 2.0), (3.0, 3.0), (4.0, 1.0)]
+    assert pareto_front(points) == [(1.0, 5.0), (2.0, 2.0), (4.0, 1.0)]

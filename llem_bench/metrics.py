@@ -91,8 +91,8 @@ SERVING_METRICS: dict[str, Metric] = {
     **{f"queue_time_ms_{q}": Metric("ms", False, f"{q} of the engine-side queueing delay, requests finished in the "
                                     "window (in-process engine only: a server does not report it per request)")
        for q in ("p50", "p90", "p99")},
-    "client_cpu_fraction": Metric("1", False, "CPU time of the load generator's event loop / run wall time "
-                                  "(near 1 = the client may be the bottleneck)"),
+    "client_cpu_fraction": Metric("1", False, "CPU time of the busiest load-generator process's event loop / run "
+                                  "wall time (near 1 = the client may be the bottleneck)"),
 }
 
 SERVING_ENERGY_METRICS = tuple(name for name, metric in SERVING_METRICS.items() if metric.energy)

@@ -83,3 +83,13 @@ def test_server_that_never_gets_healthy_times_out_and_is_stopped(tmp_path):
     with pytest.raises(TimeoutError, match="not healthy"):
         pool.acquire(exp.config)
     pool.close()
+
+
+def test_load_generator_spread_over_processes_gets_every_request(tmp_path):
+    pool = BackendPool()
+    try:
+        backend, result = run(experiment(tmp_path, client_processes=2), pool, tmp_path)
+        assert result.status == "ok" and result.token_check["ok"] and result.token_check["requests"] == 12
+        assert result.serving["client"]["processes"] == 2 and len(result.serving["client"]["process_cpu_s"]) == 2
+    finally:
+        pool.close()

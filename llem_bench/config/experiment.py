@@ -176,6 +176,12 @@ class ExperimentConfig(StrictModel):
         if self.scenario == "concurrency" and "rate" in serving.model_fields_set:
             raise ValueError("serving.rate applies to scenario: serving (open loop); scenario: concurrency "
                              "keeps serving.concurrency requests in flight instead")
+        if serving.engine == "inprocess" and serving.client_processes > 1:
+            raise ValueError("serving.client_processes > 1 needs engine: server (the in-process engine has one "
+                             "event loop)")
+        if serving.concurrency is not None and serving.client_processes > serving.concurrency:
+            raise ValueError(f"serving.client_processes ({serving.client_processes}) exceeds serving.concurrency "
+                             f"({serving.concurrency}): some processes would hold no request slot")
         if serving.engine == "inprocess" and ("server" in serving.model_fields_set):
             raise ValueError("serving.server applies to engine: server; engine: inprocess runs vLLM's AsyncLLM "
                              "in the worker")

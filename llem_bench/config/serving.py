@@ -79,6 +79,9 @@ class ServingConfig(StrictModel):
     engine: Literal["server", "inprocess"] = knob(
         "server", "server: an OpenAI-compatible HTTP server on localhost; inprocess: the backend's async engine.")
     server: ServerConfig = knob(ServerConfig(), "The server (engine: server).")
+    client_processes: int = knob(
+        1, "Load-generator processes (engine: server); requests are dealt round-robin, a closed loop's "
+        "concurrency split between them. Raise it when client_cpu_fraction nears 1.", ge=1)
     scrape_interval_s: float = knob(1.0, "Seconds between reads of the server's Prometheus /metrics (0 = off).", ge=0)
 
     @field_validator("rate", mode="before")

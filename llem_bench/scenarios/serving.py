@@ -23,7 +23,7 @@ from llem_bench.metrics import ENERGY_METRICS, METRICS, SERVING_ENERGY_METRICS, 
 from llem_bench.results.schema import ExperimentResult, MetricSummary
 from llem_bench.results.store import utc_now
 from llem_bench.serving.arrivals import arrival_offsets
-from llem_bench.serving.client import LoadRun, RequestRecord, run_load
+from llem_bench.serving.client import LoadRun, RequestRecord, run_load, run_load_processes
 from llem_bench.serving.window import (stationarity, steady_window, step_series, tokens_between,
                                        window_warnings)
 from llem_bench.workload.lengths import PlannedRequest, plan_requests, plan_summary
@@ -76,8 +76,13 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
     progress(f"{len(plan)} requests, {_load_text(config)}")
     probe.mark("run_start")
     meter.begin()
-    load = run_load(send, plan, concurrency=concurrency, open_loop=open_loop, scrape=scrape,
-                    scrape_s=serving.scrape_interval_s, loop=loop)
+    if serving.client_processes > 1:
+        load = run_load_processes(backend.base_url, backend.payload_args(config), plan,
+                                  processes=serving.client_processes, concurrency=concurrency, open_loop=open_loop,
+                                  scrape_s=serving.scrape_interval_s)
+    else:
+        load = run_load(send, plan, concurrency=concurrency, open_loop=open_loop, scrape=scrape,
+                        scrape_s=serving.scrape_interval_s, loop=loop)
     total_energy = meter.end()
     probe.mark("run_end")
     backend.check_alive()  # a server that died mid-run fails the experiment with its log tail
@@ -223,7 +228,7 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
     queue = distribution(queues)
     for q in ("p50", "p90", "p99"):
         metrics[f"queue_time_ms_{q}"] = queue[q] if queue else None
-    metrics["client_cpu_fraction"] = load.client_cpu_s / (load.end - load.start)
+    metrics["client_cpu_fraction"] = load.busiest_cpu_fraction
     return {"window": window, "segments": segments, "metrics": metrics, "cycle": cycle, "good_requests": good,
             "in_flight_series": in_flight, "decoding_series": decoding}
 
@@ -308,8 +313,8 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
     check = token_check(load.records, config.workload.ignore_eos, warnings)
     cpu = analysis["metrics"].get("client_cpu_fraction")
     if cpu is not None and cpu > CLIENT_CPU_WARN:
-        warnings.append(f"the load generator used {cpu:.0%} of a core: it may be the bottleneck (spreading it over "
-                        "processes is not implemented yet)")
+        warnings.append(f"a load-generator process used {cpu:.0%} of a core: it may be the bottleneck (raise "
+                        "serving.client_processes)")
     scrapes_have_queue = any("vllm:request_queue_time_seconds_count" in s for s in load.scrapes)
     metrics, unavailable = summaries(
         analysis["cycle"], analysis["metrics"], energy_reason, analysis.get("good_requests") is not None,
@@ -352,8 +357,9 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
                           "output_tokens": sum(r.output_tokens for r in load.records),
                           "requests": len(load.records)},
             "client": {"cpu_s": load.client_cpu_s, "cpu_fraction": analysis["metrics"].get("client_cpu_fraction"),
+                       "process_cpu_s": load.process_cpu_s,
                        "send_lag_ms": distribution([(r.sent - r.scheduled) * 1e3 for r in load.records]),
-                       "processes": 1},
+                       "processes": config.serving.client_processes},
             "engine_gauges": _gauge_summary(load.scrapes, window),
             "prefix_cache": run["prefix_cache"],
             "requests_file": requests_file,

@@ -166,20 +166,32 @@ class LoadRun:
     records: list[RequestRecord]
     start: float
     end: float
-    client_cpu_s: float  # CPU time of the event-loop thread (all parsing happens there)
+    client_cpu_s: float  # CPU time of the event-loop thread(s) (all parsing happens there), summed
     scrapes: list[dict[str, Any]]
+    process_cpu_s: list[float] = field(default_factory=list)  # per load-generator process
+
+    @property
+    def busiest_cpu_fraction(self) -> float:
+        """The busiest load-generator process's CPU time / run time: near 1, it may be the bottleneck."""
+        busiest = max(self.process_cpu_s) if self.process_cpu_s else self.client_cpu_s
+        return busiest / (self.end - self.start) if self.end > self.start else 0.0
 
 
 Send = Callable[[PlannedRequest, RequestRecord], Awaitable[None]]
 
 
 async def _drive(send: Send, plan: list[PlannedRequest], concurrency: Optional[int], open_loop: bool,
-                 scrape: Optional[Callable[[], Awaitable[Optional[dict]]]], scrape_s: float) -> LoadRun:
+                 scrape: Optional[Callable[[], Awaitable[Optional[dict]]]], scrape_s: float,
+                 start_at: Optional[float] = None) -> LoadRun:
     records = [RequestRecord(r.index, len(r.prompt_token_ids), r.output_tokens, 0.0) for r in plan]
     scrapes: list[dict[str, Any]] = []
     done = asyncio.Event()
+    if start_at is not None:  # several processes share one start (perf_counter is system-wide on Linux)
+        if now() > start_at + 0.05:
+            raise RuntimeError(f"load-generator process ready {now() - start_at:.2f} s after the common start")
+        await asyncio.sleep(max(0.0, start_at - now()))
     cpu0 = time.thread_time()
-    start = now()
+    start = start_at if start_at is not None else now()
 
     async def one(i: int) -> None:
         try:
@@ -230,7 +242,8 @@ async def _drive(send: Send, plan: list[PlannedRequest], concurrency: Optional[i
     done.set()
     if scrape_task:
         await scrape_task
-    return LoadRun(records, start, end, time.thread_time() - cpu0, scrapes)
+    cpu = time.thread_time() - cpu0
+    return LoadRun(records, start, end, cpu, scrapes, [cpu])
 
 
 def run_load(send: Send, plan: list[PlannedRequest], *, concurrency: Optional[int], open_loop: bool,
@@ -269,3 +282,65 @@ def parse_prometheus(text: str) -> dict[str, float]:
         if name in WANTED:
             out[name] = out.get(name, 0.0) + float(value)
     return out
+
+
+# --- the load generator spread over processes (server mode) -----------------------------------------
+
+def _shard(conn: Any, base_url: str, payload_args: tuple, plan: list[PlannedRequest], concurrency: Optional[int],
+           open_loop: bool, scrape_s: float) -> None:
+    model, decoding, ignore_eos, seed = payload_args
+    send, scrape = http_sender(base_url, lambda r: completion_payload(model, r, decoding, ignore_eos, seed))
+    try:
+        conn.send("ready")
+        start_at = conn.recv()  # the common start, once every process is ready
+        conn.send(asyncio.run(_drive(send, plan, concurrency, open_loop, scrape if scrape_s > 0 else None,
+                                     scrape_s, start_at)))
+    except BaseException as exc:
+        conn.send(exc)
+    finally:
+        conn.close()
+
+
+def run_load_processes(base_url: str, payload_args: tuple, plan: list[PlannedRequest], *, processes: int,
+                       concurrency: Optional[int], open_loop: bool, scrape_s: float = 0.0) -> LoadRun:
+    """The plan dealt round-robin to `processes` load generators (spawned, so nothing of this process
+    is inherited), all starting at one instant once each is ready; a closed loop's concurrency is
+    split between them. Records come back merged in plan order; process 0 scrapes /metrics."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    shards = [plan[k::processes] for k in range(processes)]
+    limits = [None if concurrency is None else concurrency // processes + (1 if k < concurrency % processes else 0)
+              for k in range(processes)]
+    if any(limit == 0 for limit in limits):
+        raise ValueError(f"serving.client_processes ({processes}) exceeds the concurrency ({concurrency})")
+    pipes, procs = [], []
+    for k in range(processes):
+        parent, child = context.Pipe()
+        proc = context.Process(target=_shard, args=(child, base_url, payload_args, shards[k], limits[k], open_loop,
+                                                    scrape_s if k == 0 else 0.0), daemon=True)
+        proc.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(proc)
+    runs = []
+    try:
+        for parent in pipes:
+            if not parent.poll(120) or parent.recv() != "ready":
+                raise RuntimeError("a load-generator process did not get ready within 120 s")
+        start_at = now() + 0.2
+        for parent in pipes:
+            parent.send(start_at)
+        for parent in pipes:
+            run = parent.recv()
+            if isinstance(run, BaseException):
+                raise RuntimeError(f"a load-generator process failed: {type(run).__name__}: {run}")
+            runs.append(run)
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    records = sorted((rec for run in runs for rec in run.records), key=lambda rec: rec.index)
+    return LoadRun(records, start_at, max(r.end for r in runs), sum(r.client_cpu_s for r in runs),
+                   runs[0].scrapes, [r.client_cpu_s for r in runs])

@@ -143,6 +143,10 @@ class ServerBackend:
             self.model_name, request, config.decoding, config.workload.ignore_eos, config.workload.seed))
         return send, scrape, None
 
+    def payload_args(self, config: ExperimentConfig) -> tuple:
+        """What a spawned load-generator process needs to build its requests (picklable)."""
+        return (self.model_name, config.decoding, config.workload.ignore_eos, config.workload.seed)
+
     def reset_prefix_cache(self) -> dict[str, Any]:
         """Empty the server's prefix cache (vLLM: POST /reset_prefix_cache), so a run never reuses the
         blocks of the previous experiment's identical prompts. A server without it says so."""

@@ -58,6 +58,7 @@ def test_scenario_sweep_drops_the_serving_section_for_offline_points():
     ({**SERVING, "serving": {"output_tokens": {"dist": "lognormal", "mean": 100}}}, "needs std, max"),
     ({**SERVING, "sweep": {"serving.rat": [1]}}, "Did you mean 'rate'"),
     ({**SERVING, "serving": {"server": {"url": "http://example.com:8000"}}}, "only localhost"),
+    ({**SERVING, "measurement": {"sampler_interval_s": 0}}, "measurement.sampler_interval_s must be > 0"),
     ({**SERVING, "serving": {"engine": "inprocess", "client_processes": 2}}, "client_processes > 1 needs engine: server"),
     ({**SERVING, "scenario": "concurrency", "serving": {"concurrency": 2, "client_processes": 3}}, "exceeds serving.concurrency"),
 ])

@@ -176,6 +176,9 @@ class ExperimentConfig(StrictModel):
         if self.scenario == "concurrency" and "rate" in serving.model_fields_set:
             raise ValueError("serving.rate applies to scenario: serving (open loop); scenario: concurrency "
                              "keeps serving.concurrency requests in flight instead")
+        if self.measurement.sampler_interval_s <= 0 and self.measurement.energy != "none":
+            raise ValueError("scenario: serving/concurrency reads window energy from the power sampler's timestamped "
+                             "counter readings: measurement.sampler_interval_s must be > 0 (or energy: none)")
         if serving.engine == "inprocess" and serving.client_processes > 1:
             raise ValueError("serving.client_processes > 1 needs engine: server (the in-process engine has one "
                              "event loop)")

@@ -213,7 +213,7 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
     cycle = {"wall_time_s": t1 - t0, "energy_j": steady["energy_j"], "output_tokens": steady["output_tokens"],
              "requests": len(finished), "input_tokens": input_tokens, "peak_memory_mb": None}
     cycle.update(cycle_metrics(wall_time_s=t1 - t0, input_tokens=input_tokens, output_tokens=steady["output_tokens"],
-                               requests=max(1, len(finished)), energy_j=steady["energy_j"], peak_memory_mb=None,
+                               requests=len(finished), energy_j=steady["energy_j"], peak_memory_mb=None,
                                idle_power_w=idle_w, peak_power_w=steady.get("peak_power_w")))
     metrics: dict[str, Optional[float]] = {}
     for name, values in request_latencies(records, t0, t1).items():

@@ -28,6 +28,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         section = c.backend_config.model_dump(exclude_defaults=True)
         print(f"  {exp.test_id}")
         print(f"      model={c.model} dtype={c.dtype} backend={c.backend} {section or ''}")
+        if c.scenario != "offline":
+            from llem_bench.scenarios.serving import describe
+
+            print(f"      {describe(c)}")
+            continue
         print(f"      workload: {c.workload.num_prompts} prompts from {c.workload.prompts}, "
               f"{c.workload.output_tokens} output tokens; cycles={c.measurement.cycles} "
               f"min_window_s={c.measurement.min_window_s} energy={c.measurement.energy}")

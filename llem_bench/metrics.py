@@ -69,3 +69,33 @@ def cycle_metrics(
         "wall_time_s": wall_time_s,
         "peak_memory_mb": peak_memory_mb,
     }
+
+
+# --- serving scenarios (scenarios/serving.py) --------------------------------------------------------
+# The offline metrics above are computed over the steady-state window of a serving run (one "cycle":
+# the window); these are the serving-only ones, also over that window. Latency metrics are in ms.
+SERVING_METRICS: dict[str, Metric] = {
+    **{f"{name}_{q}": Metric("ms", False, f"{q} of {what}, requests of the steady-state window ({rule})")
+       for name, what, rule in (
+           ("ttft_ms", "time to first token (request sent -> first streamed token)", "first token in the window"),
+           ("itl_ms", "inter-token latency (gap between streamed events / tokens in the later event)",
+            "gaps ending in the window"),
+           ("tpot_ms", "time per output token after the first ((last token - first token) / (tokens - 1))",
+            "finished in the window"),
+           ("e2e_latency_ms", "end-to-end latency (request sent -> stream done)", "finished in the window"))
+       for q in ("mean", "p50", "p90", "p99")},
+    "goodput_requests_per_s": Metric("req/s", True, "requests finished in the window that met every serving.slo "
+                                     "objective / window time"),
+    "goodput_per_j": Metric("req/J", True, "requests finished in the window that met every SLO / GPU energy in the "
+                            "window", energy=True),
+    "queue_time_ms_mean": Metric("ms", False, "engine-side queueing delay (queued -> scheduled): per request "
+                                 "from vLLM's own stamps in-process, finished in the window; in server mode the mean "
+                                 "of the server's vllm:request_queue_time_seconds histogram over the run"),
+    **{f"queue_time_ms_{q}": Metric("ms", False, f"{q} of the engine-side queueing delay, requests finished in the "
+                                    "window (in-process engine only: a server does not report it per request)")
+       for q in ("p50", "p90", "p99")},
+    "client_cpu_fraction": Metric("1", False, "CPU time of the busiest load-generator process's event loop / run "
+                                  "wall time (near 1 = the client may be the bottleneck)"),
+}
+
+SERVING_ENERGY_METRICS = tuple(name for name, metric in SERVING_METRICS.items() if metric.energy)

@@ -10,6 +10,7 @@ from pydantic import field_validator, model_validator
 
 from llem_bench.config.backends import PyTorchConfig, TensorRTConfig, VLLMConfig
 from llem_bench.config.base import StrictModel, knob
+from llem_bench.config.serving import ServingConfig
 
 DTYPE_SHORT = {"auto": "auto", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 DTYPE_ALIASES = {short: full for full, short in DTYPE_SHORT.items()}
@@ -153,6 +154,10 @@ class ExperimentConfig(StrictModel):
     workload: WorkloadConfig = knob(WorkloadConfig(), "What is generated.")
     decoding: DecodingConfig = knob(DecodingConfig(), "How tokens are chosen.")
     measurement: MeasurementConfig = knob(MeasurementConfig(), "How it is measured.")
+    scenario: Literal["offline", "serving", "concurrency"] = knob(
+        "offline", "offline: a fixed batch submitted at once; serving: requests arrive at serving.rate (open loop); "
+        "concurrency: serving.concurrency requests kept in flight (closed loop).")
+    serving: Optional[ServingConfig] = knob(None, "Arrivals, lengths, SLOs and engine (scenario: serving / concurrency).")
     pytorch: Optional[PyTorchConfig] = None
     vllm: Optional[VLLMConfig] = None
     tensorrt: Optional[TensorRTConfig] = None
@@ -183,13 +188,47 @@ class ExperimentConfig(StrictModel):
                              "tokens: prompt + output), so transformers would ignore it; raise it or remove it")
         return self
 
+    @model_validator(mode="after")
+    def _scenario_fields(self) -> "ExperimentConfig":
+        # Serving scenarios (config/serving.py, scenarios/serving.py); offline configs stay as they were.
+        if self.scenario == "offline":
+            if self.serving is not None:
+                raise ValueError("section 'serving' given but scenario is 'offline'; set scenario: serving "
+                                 "(or concurrency) or remove the section")
+            return self
+        if self.backend != "vllm":
+            raise ValueError(f"scenario: {self.scenario} needs backend: vllm (the {self.backend} backend has no "
+                             "serving engine yet); use scenario: offline for it")
+        if self.serving is None:
+            object.__setattr__(self, "serving", ServingConfig())
+        serving = self.serving
+        if self.scenario == "concurrency" and serving.concurrency is None:
+            raise ValueError("scenario: concurrency needs serving.concurrency (requests kept in flight, e.g. 8)")
+        if self.scenario == "concurrency" and "rate" in serving.model_fields_set:
+            raise ValueError("serving.rate applies to scenario: serving (open loop); scenario: concurrency "
+                             "keeps serving.concurrency requests in flight instead")
+        if self.measurement.sampler_interval_s <= 0 and self.measurement.energy != "none":
+            raise ValueError("scenario: serving/concurrency reads window energy from the power sampler's timestamped "
+                             "counter readings: measurement.sampler_interval_s must be > 0 (or energy: none)")
+        if serving.engine == "inprocess" and serving.client_processes > 1:
+            raise ValueError("serving.client_processes > 1 needs engine: server (the in-process engine has one "
+                             "event loop)")
+        if serving.concurrency is not None and serving.client_processes > serving.concurrency:
+            raise ValueError(f"serving.client_processes ({serving.client_processes}) exceeds serving.concurrency "
+                             f"({serving.concurrency}): some processes would hold no request slot")
+        if serving.engine == "inprocess" and ("server" in serving.model_fields_set):
+            raise ValueError("serving.server applies to engine: server; engine: inprocess runs vLLM's AsyncLLM "
+                             "in the worker")
+        return self
+
     @property
     def backend_config(self) -> StrictModel:
         return getattr(self, self.backend)
 
     def canonical(self) -> dict:
         """The fully resolved config, other backends' sections dropped."""
-        return self.model_dump(mode="json", exclude={b for b in ("pytorch", "vllm", "tensorrt") if b != self.backend})
+        exclude = {b for b in ("pytorch", "vllm", "tensorrt") if b != self.backend}
+        return self.model_dump(mode="json", exclude=exclude | ({"serving"} if self.serving is None else set()))
 
 
 def config_hash(explicit: dict) -> str:

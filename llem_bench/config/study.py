@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -19,8 +20,8 @@ from llem_bench.config.errors import ConfigError, did_you_mean, format_validatio
 from llem_bench.config.experiment import DTYPE_SHORT, RUN_LEVEL_MEASUREMENT, ExperimentConfig, config_hash
 from llem_bench.results.schema import repeat_key
 
-SECTIONS = ("workload", "decoding", "measurement")
-TOP_LEVEL_AXES = ("backend", "model", "dtype")
+SECTIONS = ("workload", "decoding", "measurement", "serving")
+TOP_LEVEL_AXES = ("backend", "model", "dtype", "scenario")
 
 
 class GateSpec(StrictModel):
@@ -49,6 +50,8 @@ class Study(StrictModel):
     workload: dict[str, Any] = Field(default_factory=dict)
     decoding: dict[str, Any] = Field(default_factory=dict)
     measurement: dict[str, Any] = Field(default_factory=dict)
+    scenario: Optional[str] = None
+    serving: dict[str, Any] = Field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     experiments: list[dict[str, Any]] = Field(default_factory=list)
@@ -163,7 +166,7 @@ def expand(study: Study) -> list[Experiment]:
 
     base: dict[str, Any] = {"study": study.study}
     provenance: dict[str, str] = {}
-    for key in ("model", "dtype"):
+    for key in ("model", "dtype", "scenario"):
         if getattr(study, key) is not None:
             base[key] = getattr(study, key)
             provenance[key] = key
@@ -257,14 +260,21 @@ def _check_axis(src: str, key: str, values: list[Any]) -> None:
     if parts[0] not in (*SECTIONS, *BACKENDS):
         raise ConfigError(f"{src}: sweep.{key}: unknown section '{parts[0]}'."
                           f"{did_you_mean(parts[0], [*SECTIONS, *BACKENDS])} Sections: {', '.join((*SECTIONS, *BACKENDS))}.")
-    model: Any = SECTION_MODELS.get(parts[0]) or ExperimentConfig.model_fields[parts[0]].annotation
+    model: Any = SECTION_MODELS.get(parts[0]) or _unwrap_optional(ExperimentConfig.model_fields[parts[0]].annotation)
     for depth, part in enumerate(parts[1:], start=1):
         fields = getattr(model, "model_fields", {})
         if part not in fields:
             where = ".".join(parts[:depth])
             raise ConfigError(f"{src}: sweep.{key}: '{where}' has no field '{part}'.{did_you_mean(part, list(fields))} "
                               f"Fields: {', '.join(fields)}.")
-        model = fields[part].annotation
+        model = _unwrap_optional(fields[part].annotation)
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """Optional[Section] -> Section, so sweep paths into optional sections (serving.rate) are checked."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    models = [a for a in args if hasattr(a, "model_fields")]
+    return models[0] if models else annotation
 
 
 def _with_backend(base: dict, study: Study, backend: str) -> dict:
@@ -305,6 +315,9 @@ def _build(src: str, raw: dict, prov: dict[str, str], swept: dict[str, Any]) -> 
                 return prov[prefix] + (f".{rest}" if rest and not prov[prefix].startswith(("sweep", "experiments")) else "")
         return _join(loc)
 
+    if raw.get("scenario", "offline") == "offline" and prov.get("serving") == "serving" and \
+            prov.get("scenario", "").startswith(("sweep", "experiments")):
+        raw.pop("serving", None)  # the study-wide serving section only applies to serving points of a scenario sweep
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -338,6 +351,8 @@ def model_short_name(model: str) -> str:
 def make_test_id(config: ExperimentConfig, swept: dict[str, Any], explicit: dict[str, Any]) -> str:
     """`<backend>-<model>-<dtype>-<axis>_<value>...-<hash>`: no '=', ',' or spaces, so `-k` can type it."""
     parts = [config.backend, model_short_name(config.model), DTYPE_SHORT[config.dtype]]
+    if config.scenario != "offline":  # offline ids stay as they were
+        parts.append(config.scenario)
     for key, value in swept.items():
         if key in TOP_LEVEL_AXES:
             continue

@@ -19,13 +19,13 @@ class BackendPool:
 
     def acquire(self, config: ExperimentConfig) -> tuple[Backend, bool, float]:
         """(backend configured for `config`, whether the loaded model was reused, load seconds)."""
-        key = load_key(config)
+        key = load_key(config) + _engine_key(config)
         reused = key == self._key and self._backend is not None
         load_s = 0.0
         if not reused:
             self.close()
             self.idle_before_load = _idle_before_load(config)
-            backend = create_backend(config.backend)
+            backend = _server_backend(config) or create_backend(config.backend)
             status(f"loading {config.model} on {config.backend}" + (" (starting the engine)" if config.backend == "vllm" else ""))
             start = time.perf_counter()
             try:
@@ -48,6 +48,26 @@ class BackendPool:
             self._backend.close()
             note_gpu_work()
         self._key, self._backend = None, None
+
+
+def _engine_key(config: ExperimentConfig) -> str:
+    if config.scenario == "offline":
+        return ""
+    serving = config.serving
+    return f"|{serving.engine}:" + (serving.server.model_dump_json() if serving.engine == "server" else "")
+
+
+def _server_backend(config: ExperimentConfig) -> Optional[Backend]:
+    """Serving scenarios run against a server process or vLLM's async engine instead of a loaded `LLM`."""
+    if config.scenario == "offline":
+        return None
+    if config.serving.engine == "inprocess":
+        from llem_bench.serving.inprocess import AsyncEngineBackend
+
+        return AsyncEngineBackend()
+    from llem_bench.serving.server import ServerBackend
+
+    return ServerBackend()
 
 
 def _idle_before_load(config: ExperimentConfig) -> Optional[dict]:

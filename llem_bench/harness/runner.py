@@ -69,6 +69,12 @@ def run_experiment(
     timeseries_dir: Optional[Path] = None,
 ) -> ExperimentResult:
     config = experiment.config
+    if config.scenario != "offline":  # serving scenarios measure differently: scenarios/serving.py
+        from llem_bench.scenarios.serving import run_serving
+
+        return run_serving(experiment, backend, meter_factory, run_id=run_id, started_at=started_at,
+                           model_reused=model_reused, load_s=load_s, idle_before_load=idle_before_load,
+                           timeseries_dir=timeseries_dir)
     measurement = config.measurement
     warnings: list[str] = []
 

@@ -82,6 +82,10 @@ def render_report_html(summary: dict[str, Any], results: list[ExperimentResult],
                         "the experiments (from what the study wrote); one bar per series.</p>")
             body += [img(png, f"by {plots.axis_title(measured, axis)}") for axis, png in bars]
 
+    from llem_bench.results import serving_plots  # serving scenarios only; nothing for offline runs
+
+    body += serving_plots.section(results, run_dir, img)
+
     figures, missing = [], []
     for r in results:
         png = plots.power_timeseries(run_dir / r.timeseries, r.key) if r.timeseries else None

@@ -139,6 +139,9 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
         tables.append(("Idle power and power sampling", ["experiment", "idle W (before load)", "idle W (resident)",
                                                          "samples", "max °C", "throttling (share of samples)",
                                                          "counter vs samples"], power))
+    from llem_bench.results.serving_plots import serving_table  # serving scenarios only
+
+    tables += serving_table(results)
     validity = [[r.key, r.validity["verdict"], "; ".join(r.validity.get("reasons") or [])]
                 for r in results if r.validity.get("verdict") in ("warning", "invalid")]
     if validity:

@@ -59,6 +59,8 @@ class ExperimentResult(BaseModel):
     phases: dict[str, Any] = Field(default_factory=dict, description="prefill vs decode time and energy")
     roofline: dict[str, Any] = Field(default_factory=dict, description="decode memory-bandwidth bound and the "
                                      "fraction reached")
+    serving: dict[str, Any] = Field(default_factory=dict, description="serving scenarios: steady-state window, "
+                                    "ramp-up/steady/drain segments, load generator, engine gauges")
     validity: dict[str, Any] = Field(default_factory=dict, description="verdict: valid | warning | invalid, reasons")
     timeseries: Optional[str] = Field(None, description="path of the power timeseries CSV, relative to the run folder")
     warnings: list[str] = Field(default_factory=list)

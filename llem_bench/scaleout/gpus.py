@@ -39,6 +39,8 @@ def node_gpus(environ: Optional[dict[str, str]] = None, nvml_uuids: Optional[lis
             nvml_uuids = _nvml_uuids()
         except Exception as exc:  # no driver, no pynvml: a CPU host
             reason = f"NVML unavailable: {exc}"
+    if not nvml_uuids:  # no driver or no GPU: CUDA_VISIBLE_DEVICES names nothing real
+        return NodeGpus([], [], "NVML", reason or "NVML sees no GPU")
     cvd = environ.get("CUDA_VISIBLE_DEVICES")
     if cvd is not None:
         tokens = [t.strip() for t in cvd.split(",") if t.strip()]
@@ -46,9 +48,7 @@ def node_gpus(environ: Optional[dict[str, str]] = None, nvml_uuids: Optional[lis
         uuids = [_uuid_of(t, nvml_uuids or [], environ, notes) for t in tokens]
         return NodeGpus(tokens, uuids, "CUDA_VISIBLE_DEVICES", None if tokens else "CUDA_VISIBLE_DEVICES is empty",
                         sorted(set(notes)))
-    if nvml_uuids is None:
-        return NodeGpus([], [], "NVML", reason)
-    return NodeGpus(list(nvml_uuids), list(nvml_uuids), "NVML", None if nvml_uuids else "NVML sees no GPU")
+    return NodeGpus(list(nvml_uuids), list(nvml_uuids), "NVML")
 
 
 def _nvml_uuids() -> list[str]:
@@ -61,7 +61,7 @@ def _nvml_uuids() -> list[str]:
 def _uuid_of(token: str, nvml_uuids: list[str], environ: dict[str, str], notes: list[str]) -> Optional[str]:
     if token.startswith(("GPU-", "MIG-")):  # CUDA accepts a unique prefix of a UUID
         matches = [u for u in nvml_uuids if u.startswith(token)]
-        return matches[0] if len(matches) == 1 else (token if not nvml_uuids else None)
+        return matches[0] if len(matches) == 1 else None
     if token.isdigit() and int(token) < len(nvml_uuids):
         if environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":  # then CUDA's index is NVML's index
             return nvml_uuids[int(token)]

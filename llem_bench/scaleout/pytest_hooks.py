@@ -114,6 +114,37 @@ def _check_gpus(workers: int, per_worker: Optional[int], experiments: list, plan
     return gpus
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """loadgroup with pytest-xdist's crash fixes (see scaleout.xdist_scheduling), for study runs."""
+    from llem_bench.plugin import SESSION_KEY
+
+    llem = config.stash.get(SESSION_KEY, None)
+    if config.getvalue("dist") != "loadgroup" or llem is None or llem.study is None:
+        return None
+    from llem_bench.scaleout.xdist_scheduling import CrashSafeLoadGroupScheduling
+
+    return CrashSafeLoadGroupScheduling(config, log, _load_group_of_nodeid(llem.experiments))
+
+
+def _load_group_of_nodeid(experiments: list):
+    """node id -> load group name, from the experiment id in its brackets (also `<id>-r<k>` repeats)."""
+    from llem_bench.backends import load_key
+    from llem_bench.plugin import _PARAM_ID
+
+    groups = {e.test_id: group_name(load_key(e.config)) for e in experiments}
+
+    def scope_of(nodeid: str) -> Optional[str]:
+        match = _PARAM_ID.search(nodeid)
+        if not match:
+            return None
+        param = match.group(1)
+        hits = [t for t in groups if t == param or t in param]
+        return groups[max(hits, key=len)] if hits else None
+
+    return scope_of
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config: pytest.Config, specs: list) -> None:
     """Each worker slot's environment: its GPUs and what its results record (see scaleout.gpus)."""
@@ -168,3 +199,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if plan.get("workers"):
         llem.manifest.data["xdist"] = {"workers": plan["workers"], "gpus_per_worker": plan["per_worker"],
                                        "dist": session.config.option.dist, "notes": plan["notes"]}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report, sched) -> None:
+    """A worker died mid-experiment: xdist reports the test failed (as phase '???', which the manifest
+    reporter does not take for a final report), so the manifest records the failure here."""
+    from llem_bench.plugin import SESSION_KEY
+
+    llem = sched.config.stash.get(SESSION_KEY, None)
+    reporter = sched.config.pluginmanager.get_plugin("llem-manifest")
+    if llem is None or llem.manifest is None or reporter is None:
+        return
+    test_id = reporter.test_id_of(crashitem)
+    if test_id is not None:
+        worker = getattr(getattr(report, "node", None), "gateway", None)
+        llem.manifest.end(test_id, "failed", reason=f"worker {getattr(worker, 'id', '?')} crashed (the process died) "
+                          "while running this experiment; no result was written")

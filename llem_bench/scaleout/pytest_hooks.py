@@ -176,9 +176,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The scale-out notes (dist mode, GPU pinning or why not), shown also with -q."""
+    if hasattr(session.config, "workerinput"):
+        return
+    for note in session.config.stash.get(PLAN_KEY, {}).get("notes", []):
+        session.config.get_terminal_writer().line(f"llem-bench: {note}", yellow=True)
+
+
 def pytest_report_header(config: pytest.Config) -> Optional[list[str]]:
     plan = config.stash.get(PLAN_KEY, {})
-    lines = [f"llem-bench: {note}" for note in plan.get("notes", [])]
+    lines = []
     if plan.get("shard"):
         index, count, ids = plan["shard"]
         lines.append(f"llem-bench: shard {index}/{count}: {len(ids)} experiment(s)")

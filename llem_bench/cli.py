@@ -138,6 +138,83 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from llem_bench.results.report import write_reports
+    from llem_bench.results.store import RunDir
+    from llem_bench.scaleout.merge import merge_runs
+
+    manifest = merge_runs([Path(r) for r in args.run_dirs], Path(args.out), args.allow_mixed_commits, args.allow_partial)
+    summary = write_reports(RunDir(Path(args.out)))
+    count = len(summary["experiments"]) if summary else 0
+    print(f"merged {len(args.run_dirs)} run(s) of study '{manifest['study']}' into {args.out}: {count} result(s); "
+          f"report: {Path(args.out) / 'report.md'}")
+    failed = [e["test_id"] for e in (summary or {}).get("experiments", []) if e["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed or manifest["state"] != "complete" else 0
+
+
+CLUSTER_FLAGS = ("shards", "partition", "time", "gpus_per_task", "gpus_per_worker", "cpus_per_task", "mem", "python",
+                 "launcher", "benchmarks")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pydantic import ValidationError
+
+    from llem_bench.config.errors import format_validation_error
+    from llem_bench.config.preflight import preflight
+    from llem_bench.config.study import ClusterSpec, load_study
+    from llem_bench.results.environment import git_info
+    from llem_bench.results.store import new_run_id
+    from llem_bench.scaleout.shard import load_groups
+    from llem_bench.scaleout.slurm import SubmitPlan, sbatch_script, submit
+
+    if not args.slurm:
+        raise ConfigError("submit: say where: --slurm (the only scheduler supported)")
+    study, experiments = load_study(args.study)
+    preflight(experiments, args.study)
+    fields = study.cluster.model_dump(exclude_unset=True)
+    fields.update({k: getattr(args, k) for k in CLUSTER_FLAGS if getattr(args, k) is not None})
+    fields["sbatch_args"] = fields.get("sbatch_args", []) + (args.sbatch_arg or [])
+    fields["pytest_args"] = fields.get("pytest_args", []) + (shlex.split(args.pytest_args) if args.pytest_args else [])
+    try:
+        cluster = ClusterSpec.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, ClusterSpec, lambda loc: "cluster." + ".".join(map(str, loc)),
+                                                  f"{args.study} + command line")) from None
+    groups = len(load_groups(experiments))
+    shards = cluster.shards or groups
+    if shards > groups:
+        raise ConfigError(f"submit: {shards} shards but the study has {groups} load group(s) (experiments that share "
+                          f"a loaded model stay in one shard); use --shards {groups} or fewer")
+    if not Path(cluster.benchmarks).exists():
+        raise ConfigError(f"submit: benchmarks {cluster.benchmarks!r} not found from {Path.cwd()}; run from the "
+                          "llem-bench checkout or pass --benchmarks PATH")
+    run_id = args.run_id or new_run_id(git_info(Path.cwd()).get("git_commit"))
+    plan = SubmitPlan(Path(args.study).resolve(), study.study, run_id, Path(args.out).resolve(), shards, cluster,
+                      Path.cwd().resolve())
+    if args.dry_run:
+        print(sbatch_script(plan), end="")
+        return 0
+    job_id, code, script = submit(plan, args.wait)
+    shard_dirs = [str(plan.shard_dir(i)) for i in range(1, shards + 1)]
+    merge = f"llem-bench merge {' '.join(shard_dirs)} --out {plan.merged_dir}"
+    if not args.wait:
+        print(f"job {job_id}: when it has finished, collect it with:\n  {merge}")
+        return 0 if code == 0 else 1
+    print(f"job {job_id} finished ({'all shards ok' if code == 0 else f'sbatch --wait exit {code}: a shard failed'})")
+    present = [Path(d) for d in shard_dirs if (Path(d) / "results").is_dir()]
+    if len(present) < shards:
+        print(f"error: {shards - len(present)} shard(s) wrote no results; see {plan.job_dir}/shard-*.out, then\n  "
+              f"{merge} --allow-partial", file=sys.stderr)
+        return 1
+    merged = cmd_merge(argparse.Namespace(run_dirs=present, out=str(plan.merged_dir), allow_mixed_commits=False,
+                                          allow_partial=False))
+    return 1 if code != 0 or merged != 0 else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llem-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,6 +251,36 @@ def build_parser() -> argparse.ArgumentParser:
     cov = sub.add_parser("coverage", help="energy-relevant upstream parameters we model, and those we do not")
     cov.add_argument("backend", choices=["pytorch", "vllm", "tensorrt"])
     cov.set_defaults(func=cmd_coverage)
+    merge = sub.add_parser("merge", help="join shard runs (or runs of one study) into one run folder and report")
+    merge.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. reports/<study>/<id>-shard1of2")
+    merge.add_argument("--out", required=True, help="the merged run folder (new or empty)")
+    merge.add_argument("--allow-mixed-commits", action="store_true",
+                       help="merge results measured on different git commits")
+    merge.add_argument("--allow-partial", action="store_true", help="merge although shards of the split are missing")
+    merge.set_defaults(func=cmd_merge)
+    submit = sub.add_parser("submit", help="run a study's shards as a Slurm job array (sbatch); settings from "
+                                           "the study's cluster: section, overridden here")
+    submit.add_argument("study", help="study YAML file")
+    submit.add_argument("--slurm", action="store_true", help="submit to Slurm with sbatch")
+    submit.add_argument("--shards", type=int, help="array tasks (default: one per load group)")
+    submit.add_argument("--partition")
+    submit.add_argument("--time", help="time limit per shard, e.g. 2:00:00")
+    submit.add_argument("--gpus-per-task", type=int, help="GPUs per shard (0: none)")
+    submit.add_argument("--gpus-per-worker", type=int, help="run each shard with xdist workers of this many GPUs")
+    submit.add_argument("--cpus-per-task", type=int)
+    submit.add_argument("--mem", help="memory per shard, e.g. 64G")
+    submit.add_argument("--python", help="interpreter on the nodes (e.g. a venv's bin/python)")
+    submit.add_argument("--launcher", help="command prefix on the nodes, e.g. 'apptainer exec --nv llem.sif'")
+    submit.add_argument("--sbatch-arg", action="append", metavar="FLAG", help="extra sbatch flag (repeatable), "
+                        "e.g. --sbatch-arg=--account=myproj")
+    submit.add_argument("--pytest-args", metavar="ARGS", help="extra pytest arguments, one string, e.g. '-k bf16'")
+    submit.add_argument("--benchmarks", help="benchmark tests to run (default: benchmarks)")
+    submit.add_argument("--out", default="reports", help="output root (default: reports)")
+    submit.add_argument("--run-id", help="run id (default: UTC timestamp and commit); shards are <id>-shard<i>of<N>")
+    submit.add_argument("--wait", action="store_true", help="wait for the job, then merge the shards into "
+                        "<out>/<study>/<run-id>; without it, print the job id and the merge command")
+    submit.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
+    submit.set_defaults(func=cmd_submit)
     doctor = sub.add_parser("doctor", help="what this machine can measure, and why not")
     doctor.set_defaults(func=cmd_doctor)
     return parser

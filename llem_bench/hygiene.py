@@ -28,11 +28,15 @@ class ResidualMemoryError(RuntimeError):
 
 
 class NvmlGpus:
-    """The few NVML reads hygiene needs, over every GPU the machine has (tests pass a fake)."""
+    """The few NVML reads hygiene needs, over every GPU the machine has, or only over `uuids` (an xdist
+    worker pinned to its GPUs must not wait for, or warn about, the GPUs of the other workers).
+    Tests pass a fake."""
 
-    def __init__(self, nvml: Any):
+    def __init__(self, nvml: Any, uuids: Optional[set[str]] = None):
         self.nvml = nvml
         self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        if uuids is not None:
+            self.handles = [h for h in self.handles if _uuid(nvml, h) in uuids]
 
     def power_w(self) -> float:
         return sum(self.nvml.nvmlDeviceGetPowerUsage(h) for h in self.handles) / 1000.0
@@ -52,12 +56,18 @@ class NvmlGpus:
         return found
 
 
+def _uuid(nvml: Any, handle: Any) -> str:
+    value = nvml.nvmlDeviceGetUUID(handle)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def open_gpus() -> tuple[Optional[NvmlGpus], Optional[str]]:
     """(gpus, None), or (None, why NVML cannot be used)."""
     try:
         from llem_bench.energy.gpus import nvml_init
+        from llem_bench.scaleout.gpus import pinned_uuids
 
-        gpus = NvmlGpus(nvml_init())
+        gpus = NvmlGpus(nvml_init(), pinned_uuids())
     except Exception as exc:
         return None, f"NVML unavailable ({type(exc).__name__}: {exc})"
     if not gpus.handles:

@@ -36,6 +36,9 @@ STOP_SIGNAL_KEY = pytest.StashKey[int]()
 
 SESSION_KEY = pytest.StashKey["LlemSession"]()
 
+# Scale-out (xdist GPU pinning, load groups, shards) lives in its own hooks module.
+pytest_plugins = ["llem_bench.scaleout.pytest_hooks"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llem", "llem-bench: LLM inference energy benchmarks")

@@ -41,6 +41,37 @@ class GateSpec(StrictModel):
         return text
 
 
+class ClusterSpec(StrictModel):
+    """How `llem-bench submit --slurm` runs the study: one Slurm array task per shard. Every field can
+    be overridden on the command line (`llem-bench submit --help`)."""
+
+    shards: Optional[int] = Field(None, ge=1, description="array tasks (default: one per load group)")
+    partition: Optional[str] = Field(None, description="sbatch --partition")
+    time: Optional[str] = Field(None, pattern=r"^(\d+-)?\d+(:\d{2}){0,2}$",
+                                description="sbatch --time per shard, e.g. 30, 2:00:00 or 1-00:00:00")
+    gpus_per_task: int = Field(0, ge=0, description="GPUs each shard gets (sbatch --gpus-per-task; 0: none)")
+    gpus_per_worker: Optional[int] = Field(None, ge=1, description="run each shard with pytest-xdist, "
+                                           "gpus_per_task / gpus_per_worker workers of this many GPUs")
+    cpus_per_task: Optional[int] = Field(None, ge=1, description="sbatch --cpus-per-task")
+    mem: Optional[str] = Field(None, pattern=r"^\d+[KMGT]?$", description="sbatch --mem, e.g. 64G")
+    python: Optional[str] = Field(None, description="interpreter that runs pytest on the nodes, e.g. a venv's "
+                                  "bin/python (default: the one running llem-bench submit)")
+    launcher: Optional[str] = Field(None, description="command prefix on the nodes, e.g. "
+                                    "'apptainer exec --nv llem.sif' (the container's python runs pytest)")
+    sbatch_args: list[str] = Field(default_factory=list, description="extra sbatch flags, e.g. [--account=x]")
+    pytest_args: list[str] = Field(default_factory=list, description="extra pytest arguments, e.g. [-k, bf16]")
+    benchmarks: str = Field("benchmarks", description="the benchmark tests pytest runs")
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _divides(cls, value: Optional[int], info: Any) -> Optional[int]:
+        gpus = info.data.get("gpus_per_task", 0)
+        if value is not None and (gpus < value or gpus % value):
+            raise ValueError(f"must divide gpus_per_task ({gpus}): each shard runs gpus_per_task / gpus_per_worker "
+                             "xdist workers")
+        return value
+
+
 class Study(StrictModel):
     study: str = Field(description="Study name; used for the output folder.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -58,6 +89,7 @@ class Study(StrictModel):
     gates: dict[str, Any] = Field(
         default_factory=dict, description="metric -> {max_increase|max_decrease: 5%}, and on_inconclusive: fail|warn")
     runners: dict[str, str] = Field(default_factory=dict)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="Slurm submission (llem-bench submit)")
 
     @field_validator("gates", mode="before")
     @classmethod

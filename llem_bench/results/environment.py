@@ -78,4 +78,10 @@ def _static_environment() -> dict[str, Any]:
 
 
 def environment(cwd: Optional[Path] = None) -> dict[str, Any]:
-    return {**git_info(cwd), **_static_environment()}
+    from llem_bench.scaleout.gpus import current_placement
+
+    env = {**git_info(cwd), **_static_environment()}
+    placement = current_placement()  # under pytest-xdist: this worker's GPUs and the node's other busy ones
+    if placement is not None:
+        env["placement"] = placement
+    return env

@@ -185,11 +185,18 @@ class Workers:
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if wait <= 0:
                 return "timeout"
-            ready, _, _ = select.select([proc.stdout], [], [], wait)
-            if ready:
-                line = proc.stdout.readline()
-                if not line:
-                    return "died"
+            line = _buffered_line(proc)
+            if line is None:
+                ready, _, _ = select.select([proc.stdout], [], [], wait)
+                if ready:
+                    # Raw reads: a buffered readline would leave later lines in Python's buffer, where
+                    # select() cannot see them (the worker's reply after its progress lines).
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        return "died"
+                    proc.llem_pending = getattr(proc, "llem_pending", b"") + chunk
+                    line = _buffered_line(proc)
+            if line is not None:
                 message = _progress_of(line)
                 if message is None:
                     return "reply"
@@ -290,3 +297,13 @@ def _describe(code: Optional[int]) -> str:
 def _tail(log_path: Path) -> str:
     lines = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
     return f"last {len(lines)} lines of {log_path}:\n" + "\n".join(lines)
+
+
+def _buffered_line(proc: subprocess.Popen) -> Optional[str]:
+    """The next complete line the worker wrote, from what was read so far, or None."""
+    pending = getattr(proc, "llem_pending", b"")
+    if b"\n" not in pending:
+        return None
+    line, proc.llem_pending = pending.split(b"\n", 1)
+    return line.decode() + "\n"
+

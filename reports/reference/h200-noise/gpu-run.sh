@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On the H200 (device tool), from the repository root: install the vLLM bundle if this call carries
+# its last chunk (reports/reference/gpu-install-vllm.sh), then run studies/h200-noise.yaml once as
+# run NAME with the pytest arguments that follow, and return the run folder through $OUT.
+#   bash reports/reference/h200-noise/gpu-run.sh vllm-a1 benchmarks/vllm/test_vllm_energy.py
+set -uo pipefail
+name=${1:?run name}; shift
+[[ -d /tmp/site/vllm ]] || bash reports/reference/gpu-install-vllm.sh || exit 1
+export PYTHONPATH=/tmp/site:$PWD LLEM_CACHE_DIR=/tmp/llem-cache PYTHONUNBUFFERED=1
+export LLEM_GIT_COMMIT=$(cat .gpu-carry/commit) LLEM_GIT_DIRTY=0
+start=$(date +%s)
+timeout ${LLEM_GPU_TIMEOUT:-560} python3 -m pytest -p llem_bench.plugin --study studies/h200-noise.yaml \
+  --llem-out /tmp/reports --llem-run-id "$name" --llem-settle-s 0 -q -p no:cacheprovider "$@" > /tmp/$name.log 2>&1
+echo "pytest exit $? after $(( $(date +%s) - start )) s"
+tail -25 /tmp/$name.log
+nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader
+cp /tmp/$name.log /tmp/reports/h200-noise/$name/pytest.log 2>/dev/null
+tar -C /tmp/reports/h200-noise -czf $OUT/$name.tgz "$name"

@@ -23,10 +23,12 @@ CPU_STUDY = textwrap.dedent("""
     backend: pytorch
     dtype: float32
     workload: {num_prompts: 2, max_input_tokens: 16, output_tokens: 4}
-    measurement: {cycles: 3, warmup: {min_runs: 1, max_runs: 1}, min_window_s: 0.3, latency: false, phases: false}
+    measurement: {cycles: 3, warmup: {min_runs: 1, max_runs: 1}, min_window_s: 0.3, latency: false, phases: false,
+                  repeats: 2}
     backends:
       pytorch: {batch_size: 2, device: cpu}
     gates:
+      on_inconclusive: warn   # 2 repeats of a noisy shared CPU may not decide 60%; the plumbing is under test
       output_tokens_per_s: {max_decrease: 60%}
       requests_per_s: {max_decrease: 60%}
 """)
@@ -132,7 +134,8 @@ def test_the_script_runs_a_baseline_then_gates_a_candidate_against_it(tmp_path, 
     assert cand.returncode == 0, log
     run = Path(cand_out["run_dir"])
     comparison = (run / "comparison.md").read_text()
-    assert comparison.rstrip().endswith("GATE: PASS"), log
+    assert "Welch over per-repeat means (2 vs 2 repeats)" in comparison, comparison
+    assert comparison.rstrip().splitlines()[-1].startswith("GATE: PASS"), log
     assert cand_out["summary"].startswith("## llem-bench gate: PASS")
     assert comparison.strip() in cand_out["summary"]
     assert "::error" not in cand.stdout

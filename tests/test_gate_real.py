@@ -1,15 +1,13 @@
 """The gate on real CPU runs with run-level repeats: five back-to-back A/A comparisons never say
-REGRESSED, and a real slowdown (torch limited to one thread) is caught in the right direction.
+REGRESSED, and a real slowdown (a busy neighbour on every core) is caught in the right direction.
 
 Twelve short pytest sessions of a one-experiment study (synthetic:tiny, 3 repeats of 3 half-second
-cycles), the A/A ones in pairs at the same time. The machine may be shared: sessions run one after the
-other met a different machine (other processes starting and stopping shifted a session's throughput
-by 30% within a minute while its own repeats agreed within 2%); a pair meets the same load. Every session runs with OMP_WAIT_POLICY=passive: with the
-default spinning OpenMP threads, a 2-thread torch on 2 oversubscribed cores ran at 4-30 tok/s
-instead of ~600 (measured here with 8 busy processes), so the 2-thread baseline became the slow
-side and load changes between sessions were amplified 20-fold. The gate is 20%: one thread instead
-of two costs ~30% on an idle 2-core machine and more on a busy one; other helpers starting or
-stopping between two sessions shift a fair CPU share by less."""
+cycles), the A/A ones in pairs at the same time: on a shared machine, sessions run one after the other
+met a different machine (other processes shifted a session's throughput by 30% within a minute while
+its own repeats agreed within 2%); a pair meets the same load. Every session runs with
+OMP_WAIT_POLICY=passive: with spinning OpenMP threads, a 2-thread torch on oversubscribed cores ran at
+4-30 tok/s instead of ~600, amplifying load changes between sessions 20-fold. The gate is 20%; a
+spinning neighbour on every core halves the candidate's CPU share."""
 
 from __future__ import annotations
 
@@ -77,7 +75,7 @@ def _compare(base: Path, cand: Path, out: Path) -> tuple[int, list[str]]:
 
 
 @pytest.mark.slow
-def test_aa_comparisons_never_regress_and_one_thread_does(tmp_path):
+def test_aa_comparisons_never_regress_and_a_slowdown_does(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_text(STUDY)
     out = tmp_path / "reports"
@@ -94,25 +92,26 @@ def test_aa_comparisons_never_regress_and_one_thread_does(tmp_path):
         assert row[-1] in ("unchanged", "improved", "INCONCLUSIVE"), row
         lines.append(f"A/A {k}: {' | '.join(row)}")
 
-    # A/B back to back, not as a pair: two concurrent sessions put 3 threads on 2 cores, where a second
-    # thread buys nothing (a parallel region waits for its descheduled partner)
-    for run_id, threads in (("base", None), ("one-thread", 1)):
-        proc = _start(study, out, run_id, threads)
-        text, _ = proc.communicate(timeout=600)
+    # A/B back to back: the candidate shares the cores with one busy-spinning process per CPU (a
+    # neighbour job took the machine), so it gets at most about half the CPU it had: a slowdown whose
+    # direction does not depend on the machine. (One torch thread instead of two is not one: on a 2-core
+    # CI runner it came out 28% *faster* for this tiny model.)
+    proc = _start(study, out, "base")
+    text, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, text[-4000:]
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        proc = _start(study, out, "neighbour")
+        text, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, text[-4000:]
-    load = os.getloadavg()[0]
-    code, row = _compare(runs / "base", runs / "one-thread", tmp_path / "ab.md")
-    lines.append(f"A/B 1 thread: {' | '.join(row)} (load average {load:.1f} on {os.cpu_count()} CPUs)")
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    code, row = _compare(runs / "base", runs / "neighbour", tmp_path / "ab.md")
+    lines.append(f"A/B busy neighbour: {' | '.join(row)}")
     print("\n".join(lines))
     floor = json.loads((runs / "base" / "study.json").read_text())["noise_floor"]
     (entry,) = floor.values()
     assert entry["repeats"] == 3 and entry["metrics"]["output_tokens_per_s"]["n"] == 3
-    assert row[-1] != "improved", row   # never the wrong direction
-    busy = load > 2 * (os.cpu_count() or 1)
-    if row[-1] != "REGRESSED" and busy:
-        # Oversubscribed (here: 8 busy processes on 2 cores), a second torch thread waits for a descheduled
-        # partner and one thread is not slower (measured: +8.9%, "unchanged"); on a quiet runner this branch
-        # is never taken and the slowdown must be caught.
-        pytest.xfail(f"machine oversubscribed (load average {load:.1f} on {os.cpu_count()} CPUs): 1 thread "
-                     f"{row[5]}, verdict {row[-1]}")
     assert code == 1 and row[-1] == "REGRESSED" and row[5].startswith("-"), row   # tok/s went down

@@ -17,7 +17,7 @@ from llem_bench.serving.window import (mean_level, stationarity, steady_window, 
                                        window_warnings)
 from llem_bench.workload.lengths import plan_requests, sample_lengths
 
-SERVING = {"study": "s", "backend": "vllm", "scenario": "serving"}
+SERVING = {"study": "s", "model": "synthetic:tiny", "backend": "vllm", "scenario": "serving"}
 
 
 def error(raw) -> str:
@@ -37,22 +37,22 @@ def test_rate_sweep_gives_stable_selectable_ids():
 
 
 def test_offline_ids_do_not_change():
-    plain = parse_study({"study": "s", "backend": "vllm"})[1][0].test_id
+    plain = parse_study({"study": "s", "model": "synthetic:tiny", "backend": "vllm"})[1][0].test_id
     assert "serving" not in plain and "offline" not in plain
 
 
 def test_scenario_sweep_drops_the_serving_section_for_offline_points():
-    _, experiments = parse_study({"study": "s", "backend": "vllm", "serving": {"concurrency": 4},
+    _, experiments = parse_study({"study": "s", "model": "synthetic:tiny", "backend": "vllm", "serving": {"concurrency": 4},
                                   "sweep": {"scenario": ["offline", "concurrency"]}})
     assert [e.config.serving is None for e in experiments] == [True, False]
     assert experiments[1].config.serving.concurrency == 4
 
 
 @pytest.mark.parametrize("raw, fragment", [
-    ({"study": "s", "scenario": "serving"}, "needs backend: vllm"),
+    ({"study": "s", "model": "synthetic:tiny", "scenario": "serving"}, "needs backend: vllm"),
     ({**SERVING, "scenario": "concurrency"}, "needs serving.concurrency"),
     ({**SERVING, "scenario": "concurrency", "serving": {"concurrency": 2, "rate": 4}}, "serving.rate applies to"),
-    ({"study": "s", "backend": "vllm", "serving": {"rate": 2}}, "scenario is 'offline'"),
+    ({"study": "s", "model": "synthetic:tiny", "backend": "vllm", "serving": {"rate": 2}}, "scenario is 'offline'"),
     ({**SERVING, "serving": {"rate": 0}}, "rate must be > 0"),
     ({**SERVING, "serving": {"engine": "inprocess", "server": {"health": "/h"}}}, "serving.server applies to"),
     ({**SERVING, "serving": {"output_tokens": {"dist": "lognormal", "mean": 100}}}, "needs std, max"),

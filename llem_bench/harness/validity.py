@@ -15,12 +15,14 @@ THROTTLE_WARN = 0.05  # share of a window's samples with a throttling reason tha
 
 def verdict(*, energy_available: bool, energy_reason: Optional[str], token_ok: bool, cvs: dict[str, Optional[float]],
             window_s: float, throttle_fraction: dict[str, float], cross_check: Optional[dict],
-            other_processes: list[str], warmup: Optional[dict], cycles: int,
+            other_processes: list[str], warmup: Optional[dict], cycles: Optional[int],
             net_flag: Optional[str] = None, trend: Optional[str] = None) -> dict[str, Any]:
     invalid, warning = [], []
     if not token_ok:
         invalid.append("token counts do not match the plan")
-    if cycles < MIN_CYCLES:
+    if cycles is None:
+        pass  # a scenario without cycles (serving: one steady-state window)
+    elif cycles < MIN_CYCLES:
         invalid.append(f"{cycles} measured cycle: no spread, so no CI or CV (measurement.cycles >= {MIN_CYCLES})")
     elif cycles == 2:
         warning.append("2 cycles: the 95% CI uses t = 12.7 and the CV is one difference (measurement.cycles >= 3)")

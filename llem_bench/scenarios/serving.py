@@ -113,19 +113,21 @@ def describe(config: Any) -> str:
 
 # --- analysis of one run ---------------------------------------------------------------------------
 
-def request_latencies(records: list[RequestRecord], t0: float, t1: float) -> dict[str, list[float]]:
-    """Per-request latencies (ms) of the requests that belong to [t0, t1] (see SERVING_METRICS)."""
+def request_latencies(records: list[RequestRecord], t0: float, t1: float) -> dict[str, list[tuple[float, tuple, int]]]:
+    """Per-request latencies (ms) of the requests that belong to [t0, t1] (see SERVING_METRICS), as
+    distribution() samples (value, stamp key, pass 0): every request has its own stamps; ITL is one
+    value per delivery (gap / tokens in it), never one gap counted once per token."""
     ttft, itl, tpot, e2e = [], [], [], []
-    for r in records:
+    for i, r in enumerate(records):
         if t0 <= r.first_token <= t1:
-            ttft.append((r.first_token - r.sent) * 1e3)
+            ttft.append(((r.first_token - r.sent) * 1e3, (i, "first"), 0))
         for (a, b), n in zip(zip(r.chunk_times, r.chunk_times[1:]), r.chunk_tokens[1:]):
             if t0 <= b <= t1:
-                itl.extend([(b - a) * 1e3 / n] * n)
+                itl.append(((b - a) * 1e3 / n, (i, b), 0))
         if t0 <= r.finished <= t1:
-            e2e.append((r.finished - r.sent) * 1e3)
+            e2e.append(((r.finished - r.sent) * 1e3, (i, "end"), 0))
             if r.output_tokens > 1:
-                tpot.append((r.chunk_times[-1] - r.first_token) * 1e3 / (r.output_tokens - 1))
+                tpot.append(((r.chunk_times[-1] - r.first_token) * 1e3 / (r.output_tokens - 1), (i, "end"), 0))
     return {"ttft_ms": ttft, "itl_ms": itl, "tpot_ms": tpot, "e2e_latency_ms": e2e}
 
 
@@ -174,13 +176,16 @@ def energy_between(samples: Any, t0: float, t1: float, reason: Optional[str]) ->
     from llem_bench.energy.sampler import summarize_window
 
     total = summarize_window(samples, t0, t1)["total"]
+    # Peak from the instantaneous field where the driver has it; the ~1 s average hides short peaks.
+    instant = total["max_instant_power_w"] is not None
+    peak = {"peak_power_w": total["max_instant_power_w"] if instant else total["max_power_w"],
+            "peak_power_field": "power_instant_w" if instant else "power_w (~1 s average)",
+            "throttle_fraction": total["throttle_fraction"]}
     if total["counter_energy_j"] is not None:
         return {"energy_j": total["counter_energy_j"], "method": "energy counter interpolated at the window edges",
-                "sampled_energy_j": total["energy_j"], "peak_power_w": total["max_power_w"],
-                "cross_check": total["cross_check"]}
+                "sampled_energy_j": total["energy_j"], "cross_check": total["cross_check"], **peak}
     if total["energy_j"] is not None:
-        return {"energy_j": total["energy_j"], "method": "power samples integrated (no energy counter)",
-                "peak_power_w": total["max_power_w"]}
+        return {"energy_j": total["energy_j"], "method": "power samples integrated (no energy counter)", **peak}
     return {"energy_j": None, "reason": "the power samples do not cover the window"}
 
 
@@ -223,8 +228,9 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
     good = good_requests(records, config.serving.slo, t0, t1)
     metrics["goodput_requests_per_s"] = good / (t1 - t0) if good is not None else None
     metrics["goodput_per_j"] = good / steady["energy_j"] if good is not None and steady["energy_j"] else None
-    queues = [r.engine_queue_ms for r in records if r.engine_queue_ms is not None and t0 <= r.finished <= t1]
-    metrics["queue_time_ms_mean"] = sum(queues) / len(queues) if queues else queue_time_ms(load.scrapes)
+    queues = [(r.engine_queue_ms, (i, "queue"), 0) for i, r in enumerate(records)
+              if r.engine_queue_ms is not None and t0 <= r.finished <= t1]
+    metrics["queue_time_ms_mean"] = sum(q for q, _, _ in queues) / len(queues) if queues else queue_time_ms(load.scrapes)
     queue = distribution(queues)
     for q in ("p50", "p90", "p99"):
         metrics[f"queue_time_ms_{q}"] = queue[q] if queue else None
@@ -323,14 +329,15 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
     window = analysis["window"]
     validity = verdict(
         energy_available=meter.available, energy_reason=meter.reason, token_ok=check["ok"], cvs={},
-        window_s=window.get("duration_s") or 0.0, throttling=[], cross_check=None,
-        other_processes=runner._foreign_processes(meter))
+        window_s=window.get("duration_s") or 0.0, throttle_fraction=analysis["segments"].get("steady", {}).get("throttle_fraction", {}),
+        cross_check=None, other_processes=runner._foreign_processes(meter), warmup=None,
+        cycles=None)  # one steady-state window, not cycles: its spread comes from measurement.repeats
     for w in window_warnings(window):
         validity["reasons"].append(w)
         if validity["verdict"] == "valid":
             validity["verdict"] = "warning"
-    timeseries = runner._write_timeseries(samples, timeseries_dir, experiment.test_id)
-    requests_file = write_requests(timeseries_dir, experiment.test_id, load, analysis)
+    timeseries = runner._write_timeseries(samples, timeseries_dir, experiment.key)
+    requests_file = write_requests(timeseries_dir, experiment.key, load, analysis)
     total = run["total_energy"]
     return ExperimentResult(
         **runner.base_result(experiment, run_id, started_at),
@@ -347,7 +354,7 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
         token_check=check,
         peak_memory_method="not measured: the engine runs in the server process",
         idle={"before_load": idle_before_load, "resident": idle_resident,
-              "reason": None if idle_resident else runner._idle_reason(probe, measurement.baseline_idle_s)},
+              "reason": None if idle_resident else runner._idle_reason(probe, measurement.baseline_idle_s, meter)},
         power={"reason": f"no power sampler: {probe.reason}"} if samples is None else
         {"interval_s": samples.interval_s, "samples": len(samples.rows), "errors": samples.errors},
         serving={
@@ -358,7 +365,8 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
                           "requests": len(load.records)},
             "client": {"cpu_s": load.client_cpu_s, "cpu_fraction": analysis["metrics"].get("client_cpu_fraction"),
                        "process_cpu_s": load.process_cpu_s,
-                       "send_lag_ms": distribution([(r.sent - r.scheduled) * 1e3 for r in load.records]),
+                       "send_lag_ms": distribution([((r.sent - r.scheduled) * 1e3, (i, "sent"), 0)
+                                             for i, r in enumerate(load.records)]),
                        "processes": config.serving.client_processes},
             "engine_gauges": _gauge_summary(load.scrapes, window),
             "prefix_cache": run["prefix_cache"],

@@ -66,7 +66,9 @@ def gate(tmp_path: Path, run_id: str, baseline: Path | None = None) -> tuple[sub
     summary, output = tmp_path / f"summary-{run_id}.md", tmp_path / f"output-{run_id}.txt"
     env = {**os.environ, "PYTHONPATH": str(REPO), "LLEM_PYTHON": sys.executable, "LLEM_STUDY": str(tmp_path / "study.yaml"),
            "LLEM_OUT": str(tmp_path / "reports"), "LLEM_RUN_ID": run_id, "LLEM_BASELINE": str(baseline or ""),
-           "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output), "GITHUB_ACTIONS": "true"}
+           "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output), "GITHUB_ACTIONS": "true",
+           # sub-second CPU windows on a shared runner can vary past the 25% "invalid" line: plumbing under test
+           "LLEM_PYTEST_ARGS": "--llem-allow-invalid"}
     proc = subprocess.run([str(SCRIPT), "run"], env=env, capture_output=True, text=True, timeout=600)
     outputs = dict(line.split("=", 1) for line in output.read_text().splitlines()) if output.exists() else {}
     outputs["summary"] = summary.read_text() if summary.exists() else ""

@@ -78,7 +78,9 @@ def test_dist_each_is_refused(project):
 
 def test_a_crashing_worker_fails_only_its_experiment(project):
     project.makepyfile(test_bench=CRASHING_BENCH)
-    result = project.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--llem-run-id", "r", "-n", "2")
+    # --llem-allow-invalid: two workers share 2 cores, so short CPU windows may vary past the "invalid" line
+    result = project.runpytest_subprocess("--study", "study.yaml", "--llem-out", "out", "--llem-run-id", "r", "-n", "2",
+                                          "--llem-allow-invalid")
     result.assert_outcomes(passed=3, failed=1)
     run = project.path / "out" / "groups" / "r"
     manifest = json.loads((run / "manifest.json").read_text())

@@ -111,15 +111,23 @@ def minimum_detectable(se: float, df: float, alpha: float = ALPHA, power: float 
     return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * se
 
 
+def welch_df_factor(sd_a: float, sd_b: float) -> float:
+    """Welch's df with n repeats per side is welch_df_factor * (n - 1): 2 for equal SDs, 1 at the extreme."""
+    va, vb = sd_a ** 2, sd_b ** 2
+    return (va + vb) ** 2 / (va ** 2 + vb ** 2) if va + vb > 0 else 2.0
+
+
 def repeats_needed(sd: float, effect: float, alpha: float = ALPHA, power: float = POWER,
-                   limit: int = 1000) -> Optional[int]:
+                   limit: int = 1000, df_factor: float = 2.0) -> Optional[int]:
     """Repeats per side for a two-sample t-test (equal n, SD `sd`) to detect `effect` with the given
-    power; None if more than `limit` (or the effect is 0)."""
+    power; None if more than `limit` (or the effect is 0). Degrees of freedom df_factor * (n - 1):
+    2 for equal variances, less for Welch's with unequal ones (welch_df_factor), so the answer
+    agrees with the detectable change printed beside it."""
     if effect <= 0:
         return None
     if sd == 0:
         return 2
     for n in range(2, limit + 1):
-        if minimum_detectable(sd * math.sqrt(2.0 / n), 2 * n - 2, alpha, power) <= effect:
+        if minimum_detectable(sd * math.sqrt(2.0 / n), df_factor * (n - 1), alpha, power) <= effect:
             return n
     return None

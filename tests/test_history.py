@@ -111,3 +111,14 @@ def test_compare_runs_takes_its_environment_warnings_from_comparable():
     assert [w for w in warnings if w.startswith("ENVIRONMENT MISMATCH")] == [f"ENVIRONMENT MISMATCH: {r}"
                                                                              for r in reasons]
     assert not [w for w in compare_runs(base, base).warnings if "ENVIRONMENT" in w]
+
+
+def test_a_shipped_tree_is_told_its_commit_even_with_a_stale_git(monkeypatch):
+    """The GPU box's copy of the tree may carry an old .git; the commit given to it wins."""
+    from llem_bench.results.environment import git_info
+
+    monkeypatch.setenv("LLEM_GIT_COMMIT", "a" * 40)
+    monkeypatch.setenv("LLEM_GIT_DIRTY", "0")
+    assert git_info() == {"git_commit": "a" * 40, "git_branch": None, "git_dirty": False}
+    monkeypatch.delenv("LLEM_GIT_COMMIT")
+    assert git_info()["git_commit"] != "a" * 40

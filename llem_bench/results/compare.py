@@ -38,7 +38,8 @@ from llem_bench.results.history import comparable
 from llem_bench.results.repeats import by_test_id
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir
-from llem_bench.stats import ALPHA, POWER, against_noise_floor, mean, minimum_detectable, repeats_needed, stdev, welch_from_stats
+from llem_bench.stats import (ALPHA, POWER, against_noise_floor, mean, minimum_detectable, repeats_needed, stdev,
+                              welch_df_factor, welch_from_stats)
 
 # One metric of each collinear family: with a fixed output length output_tokens_per_s and requests_per_s
 # move together, and so do J/token and J/request; gating both would count one change twice.
@@ -176,11 +177,12 @@ def compare_metric(base_values: Sequence[float], cand_values: Sequence[float], h
     if sb is not None and sc is not None:
         d = welch_from_stats(mb, sb, nb, mc, sc, nc)
         sd_pooled = math.sqrt((sb ** 2 + sc ** 2) / 2)
+        df_factor = welch_df_factor(sb, sc)
         out.method = f"Welch over per-repeat means ({nb} vs {nc} repeats)"
     else:
         sd, n_sd, side = (sb, nb, "baseline") if sb is not None else (sc, nc, "candidate")
         d = against_noise_floor(mb, nb, mc, nc, sd, n_sd - 1)
-        sd_pooled = sd
+        sd_pooled, df_factor = sd, 2.0
         out.method = (f"{'candidate' if side == 'baseline' else 'baseline'} run against the {side}'s "
                       f"between-repeat SD ({n_sd} repeats; prediction interval)")
     if floor_cv is not None:
@@ -188,7 +190,7 @@ def compare_metric(base_values: Sequence[float], cand_values: Sequence[float], h
     out.df, out.p_value, out.ci95 = d.df, d.p_value, d.ci95
     out.ci95_pct = (d.ci95[0] / abs(mb) * 100.0, d.ci95[1] / abs(mb) * 100.0)
     out.mdc_pct = minimum_detectable(d.se, d.df) / abs(mb) * 100.0 if d.se else 0.0
-    out.repeats_for_threshold = repeats_needed(sd_pooled, threshold * abs(mb))
+    out.repeats_for_threshold = repeats_needed(sd_pooled, threshold * abs(mb), df_factor=df_factor)
     limit = threshold * 100.0
     bad_end = -out.ci95_pct[0] if higher_is_better else out.ci95_pct[1]   # worst change the CI allows, in %
     if abs(delta) > limit and d.p_value < ALPHA:

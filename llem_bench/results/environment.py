@@ -23,9 +23,10 @@ def git_info(cwd: Optional[Path] = None) -> dict[str, Any]:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+    commit = None if os.environ.get("LLEM_GIT_COMMIT") else git("rev-parse", "HEAD")
     if commit is None:
-        # A copy of the tree without .git (e.g. shipped to a GPU box) can be told its commit.
+        # A copy of the tree shipped to a GPU box can be told its commit: without .git, or with a .git
+        # whose HEAD is not the tree's (the device tool's copy kept an old one), so the variable wins.
         dirty = os.environ.get("LLEM_GIT_DIRTY")
         return {"git_commit": os.environ.get("LLEM_GIT_COMMIT"), "git_branch": None,
                 "git_dirty": None if dirty is None else dirty.lower() in ("1", "true", "yes")}

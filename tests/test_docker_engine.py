@@ -17,6 +17,7 @@ import time
 import pytest
 
 from test_plugin import BENCH
+from test_lifecycle import sigint_default
 
 IMAGE = os.environ.get("LLEM_DOCKER_IMAGE", "llem-ci-python")
 HOW = (f"start a Docker engine, build the image with '.ci/docker-image.sh {IMAGE} .venv' and set "
@@ -80,7 +81,8 @@ def start(project, *args):
     return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--study", "study.yaml",
                              "--llem-out", "out", "--llem-run-id", "r", "--llem-runner", f"docker:{IMAGE}", *args],
                             cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own group: Ctrl-C goes to it as a terminal sends it
+                            start_new_session=True,  # its own group: Ctrl-C goes to it as a terminal sends it
+                            preexec_fn=sigint_default)
 
 
 def finish(proc, timeout_s: float) -> str:

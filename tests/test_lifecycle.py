@@ -42,9 +42,16 @@ def wait_for(predicate, deadline_s):
     return False
 
 
+def sigint_default() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no Ctrl-C handler:
+    # the session under test must see a Ctrl-C however this test run was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_pytest(project, *args):
     return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_default)
 
 
 def worker_pids(marker: str) -> list[int]:

@@ -327,9 +327,10 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
         "the server exposes no vllm:request_queue_time_seconds histogram" if not scrapes_have_queue
         else "no request was queued between the first and last scrape")
     window = analysis["window"]
+    steady = analysis["segments"].get("steady", {})
     validity = verdict(
         energy_available=meter.available, energy_reason=meter.reason, token_ok=check["ok"], cvs={},
-        window_s=window.get("duration_s") or 0.0, throttle_fraction=analysis["segments"].get("steady", {}).get("throttle_fraction", {}),
+        window_s=window.get("duration_s") or 0.0, throttle_fraction=steady.get("throttle_fraction", {}),
         cross_check=None, other_processes=runner._foreign_processes(meter), warmup=None,
         cycles=None)  # one steady-state window, not cycles: its spread comes from measurement.repeats
     for w in window_warnings(window):

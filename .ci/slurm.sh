@@ -71,7 +71,9 @@ echo "CI slurm: cluster up after $(( $(date +%s) - started )) s"
 
 # The experiments only (the wiring checks already ran in the plain quickstart).
 rm -rf .ci-slurm-reports
-.venv/bin/llem-bench submit studies/quickstart.yaml --slurm --shards 2 --wait --time 30:00 \
+# 2 CPUs per shard: each torch run gets the cores it had unsharded (on a 2-CPU runner the two array
+# tasks then run one after the other; sharing 2 cores, their sub-second CPU windows varied by 124%).
+.venv/bin/llem-bench submit studies/quickstart.yaml --slurm --shards 2 --wait --time 30:00 --cpus-per-task "$(( $(nproc) < 2 ? $(nproc) : 2 ))" \
   --benchmarks benchmarks/pytorch/test_pytorch_energy.py --out .ci-slurm-reports --run-id ci
 
 .venv/bin/python - "$UNSHARDED" .ci-slurm-reports/quickstart/ci <<'EOF'

@@ -54,6 +54,9 @@ def test_generic_server_runs_each_request_to_its_planned_length_and_is_stopped(t
         assert result.metrics["ttft_ms_p50"].mean > 0 and result.metrics["itl_ms_p50"].mean > 0
         assert result.serving["window"]["b"] == 3  # the closed loop's plateau
         assert result.unavailable["energy_per_output_token_j"]  # CPU: null with a reason
+        # 12 requests: a p99 from 12 values would be the maximum under another name
+        assert result.metrics["ttft_ms_p99"] is None
+        assert result.unavailable["ttft_ms_p99"].startswith("needs >= 100 independent samples, have ")
         assert (tmp_path / "timeseries" / f"{result.test_id}.requests.json").is_file()
         assert result.serving["prefix_cache"] == {"reset": False, "reason": "POST /reset_prefix_cache answered HTTP 404"}
         assert any("prefix cache not reset" in w for w in result.warnings)

@@ -221,26 +221,30 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
                                requests=len(finished), energy_j=steady["energy_j"], peak_memory_mb=None,
                                idle_power_w=idle_w, peak_power_w=steady.get("peak_power_w")))
     metrics: dict[str, Optional[float]] = {}
-    for name, values in request_latencies(records, t0, t1).items():
-        dist = distribution(values)
-        for q in ("mean", "p50", "p90", "p99"):
+    omitted: dict[str, str] = {}  # percentiles left out for too few samples, with the reason
+
+    def add(name: str, dist: Optional[dict], quantities: tuple[str, ...]) -> None:
+        for q in quantities:
             metrics[f"{name}_{q}"] = dist[q] if dist else None
+            if dist and q in dist.get("omitted", {}):
+                omitted[f"{name}_{q}"] = dist["omitted"][q]
+
+    for name, values in request_latencies(records, t0, t1).items():
+        add(name, distribution(values), ("mean", "p50", "p90", "p99"))
     good = good_requests(records, config.serving.slo, t0, t1)
     metrics["goodput_requests_per_s"] = good / (t1 - t0) if good is not None else None
     metrics["goodput_per_j"] = good / steady["energy_j"] if good is not None and steady["energy_j"] else None
     queues = [(r.engine_queue_ms, (i, "queue"), 0) for i, r in enumerate(records)
               if r.engine_queue_ms is not None and t0 <= r.finished <= t1]
     metrics["queue_time_ms_mean"] = sum(q for q, _, _ in queues) / len(queues) if queues else queue_time_ms(load.scrapes)
-    queue = distribution(queues)
-    for q in ("p50", "p90", "p99"):
-        metrics[f"queue_time_ms_{q}"] = queue[q] if queue else None
+    add("queue_time_ms", distribution(queues), ("p50", "p90", "p99"))
     metrics["client_cpu_fraction"] = load.busiest_cpu_fraction
-    return {"window": window, "segments": segments, "metrics": metrics, "cycle": cycle, "good_requests": good,
-            "in_flight_series": in_flight, "decoding_series": decoding}
+    return {"window": window, "segments": segments, "metrics": metrics, "omitted": omitted, "cycle": cycle,
+            "good_requests": good, "in_flight_series": in_flight, "decoding_series": decoding}
 
 
 def summaries(cycle: Optional[dict], serving_metrics: dict[str, Optional[float]], energy_reason: Optional[str],
-              slo_set: bool, queue_reason: str):
+              slo_set: bool, queue_reason: str, omitted: Optional[dict[str, str]] = None):
     """One value per metric (the steady window), as MetricSummary so reports and compare read it."""
     from llem_bench.stats import summarize
 
@@ -254,6 +258,8 @@ def summaries(cycle: Optional[dict], serving_metrics: dict[str, Optional[float]]
             continue
         if cycle is None:
             unavailable[name] = "no steady-state window"
+        elif name in (omitted or {}):
+            unavailable[name] = (omitted or {})[name]
         elif name in (*ENERGY_METRICS, *SERVING_ENERGY_METRICS) and energy_reason:
             unavailable[name] = energy_reason
         elif name.startswith("goodput") and not slo_set:
@@ -325,7 +331,7 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
     metrics, unavailable = summaries(
         analysis["cycle"], analysis["metrics"], energy_reason, analysis.get("good_requests") is not None,
         "the server exposes no vllm:request_queue_time_seconds histogram" if not scrapes_have_queue
-        else "no request was queued between the first and last scrape")
+        else "no request was queued between the first and last scrape", analysis.get("omitted"))
     window = analysis["window"]
     steady = analysis["segments"].get("steady", {})
     validity = verdict(

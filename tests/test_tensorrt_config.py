@@ -157,3 +157,15 @@ def test_coverage_is_audited_against_the_recorded_1_2_1_names_and_says_so():
     missing = [f.key for f in backend_fields("tensorrt") if f.upstream and f.name != "runtime"
                and f.upstream not in cov.upstream]
     assert missing == []
+
+
+@pytest.mark.parametrize("field", ["torch_compile_config", "build_config", "quant_config",
+                                   "extended_runtime_perf_knob_config"])
+def test_unknown_keys_of_dict_fields_name_the_field_and_the_known_keys(field):
+    from llem_bench.config.backends import TENSORRT_DICT_KEYS, TensorRTConfig
+
+    known = TENSORRT_DICT_KEYS[field][0]
+    runtime = "pytorch" if field == "torch_compile_config" else "tensorrt"  # the others are engine-build fields
+    assert getattr(TensorRTConfig(runtime=runtime, **{field: {known: None}}), field) == {known: None}
+    with pytest.raises(ValueError, match=f"{field}: unknown key '{known}x'.*Keys: {known}"):
+        TensorRTConfig(runtime=runtime, **{field: {known + "x": 1}})

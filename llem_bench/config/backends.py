@@ -665,6 +665,11 @@ TENSORRT_OWNED = {
 }
 
 
+# The dict-valued TensorRT fields whose keys are checked against the recorded 1.2.1 ones.
+TENSORRT_DICT_KEYS = {"torch_compile_config": TORCH_COMPILE_KEYS, "build_config": BUILD_CONFIG_KEYS,
+                      "quant_config": QUANT_CONFIG_KEYS, "extended_runtime_perf_knob_config": PERF_KNOB_KEYS}
+
+
 class TensorRTConfig(StrictModel):
     """TensorRT-LLM 1.2.x `LLM(...)` (tensorrt_llm.LLM, the PyTorch runtime, or the TensorRT-engine LLM) and
     its SamplingParams. None = TensorRT-LLM's own default, which `effective` reads back from `llm.args`."""
@@ -808,25 +813,10 @@ class TensorRTConfig(StrictModel):
                 raise ValueError(f"'{key}' is a modelled field: set tensorrt.{key} instead of passthrough")
         return value
 
-    @field_validator("torch_compile_config")
+    @field_validator(*TENSORRT_DICT_KEYS)
     @classmethod
-    def _compile_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        return _known_keys("torch_compile_config", value, TORCH_COMPILE_KEYS)
-
-    @field_validator("build_config")
-    @classmethod
-    def _build_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        return _known_keys("build_config", value, BUILD_CONFIG_KEYS)
-
-    @field_validator("quant_config")
-    @classmethod
-    def _quant_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        return _known_keys("quant_config", value, QUANT_CONFIG_KEYS)
-
-    @field_validator("extended_runtime_perf_knob_config")
-    @classmethod
-    def _knob_keys(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        return _known_keys("extended_runtime_perf_knob_config", value, PERF_KNOB_KEYS)
+    def _dict_keys(cls, value: Optional[dict[str, Any]], info: ValidationInfo) -> Optional[dict[str, Any]]:
+        return _known_keys(info.field_name, value, TENSORRT_DICT_KEYS[info.field_name])
 
     @field_validator("speculative_config")
     @classmethod

@@ -5,7 +5,7 @@ set -uo pipefail
 [[ -d /tmp/site/vllm ]] || { echo "vLLM bundle not installed on this machine"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD LLEM_CACHE_DIR=/tmp/llem-cache PYTHONUNBUFFERED=1
 start=$(date +%s)
-timeout 225 python3 tools/vllm_overhead.py --study studies/h200-overhead.yaml --repeats ${LLEM_OVERHEAD_REPEATS:-3} --out $OUT/overhead \
+timeout ${LLEM_OVERHEAD_TIMEOUT:-540} python3 tools/vllm_overhead.py --study studies/h200-overhead.yaml --repeats ${LLEM_OVERHEAD_REPEATS:-5} --out $OUT/overhead \
   > $OUT/overhead.log 2>&1
 echo "exit $? after $(( $(date +%s) - start )) s"
 grep -E "^overhead:|^\{|suite_|mean|ci95" $OUT/overhead.log | tail -40

@@ -85,7 +85,7 @@ def test_pinned_generation_fields_are_passed_explicitly(backend):
     ({"assistant_model": "synthetic:tiny", "prompt_lookup_num_tokens": 3}, "two kinds of assisted decoding"),
     ({"tp_plan": "auto", "device_map": "auto"}, "remove device_map and max_memory"),
     ({"tp_size": 2}, "tp_size (2) only applies with tp_plan: auto (tensor parallelism); add tp_plan: auto"),
-    ({"tp_plan": "auto", "tp_size": 0}, "greater than or equal to 1"),
+    ({"tp_plan": "auto", "tp_size": 1}, "greater than or equal to 2"),
     ({"tp_plan": "auto", "assistant_model": "synthetic:tiny"}, "loaded whole on every torchrun rank"),
     ({"tp_plan": "auto", "device": "cuda:1"}, "device: cuda:1 cannot hold; use device: auto or cuda"),
     ({"compile_config": {"mode": "max-autotune"}, "disable_compile": True}, "disable_compile: true turns off"),

@@ -71,7 +71,7 @@ class PyTorchConfig(StrictModel):
         upstream="from_pretrained(tp_plan=)", load=True,
         effect="More GPUs powered per token; all-reduce per layer.")
     tp_size: Optional[int] = knob(
-        None, "torchrun ranks (GPUs) of tp_plan; None = every GPU of the worker's set (required on CPU).", ge=1,
+        None, "torchrun ranks (GPUs) of tp_plan; None = every GPU of the worker's set (required on CPU).", ge=2,
         upstream="from_pretrained(tp_size=)", load=True,
         effect="Each GPU reads 1/tp_size of the weights per step; more all-reduce traffic and idle power.")
     experts_implementation: Optional[Literal["eager", "grouped_mm", "batched_mm"]] = knob(

@@ -48,6 +48,9 @@ def world_size(config: Any, gpus: NodeGpus) -> int:
         raise ConfigError(f"pytorch.tp_size is {section.tp_size} but the worker's GPU set has {have} "
                           f"({', '.join(gpus.tokens)}, from {gpus.source}); lower tp_size or give the worker more GPUs "
                           f"(--llem-gpus-per-worker {section.tp_size}, or CUDA_VISIBLE_DEVICES)")
+    if have < 2 and section.tp_size is None:
+        raise ConfigError(f"pytorch.tp_plan shards over 2 or more GPUs, but the worker's GPU set has {have} "
+                          f"({', '.join(gpus.tokens)}); give it more (--llem-gpus-per-worker 2) or remove tp_plan")
     return section.tp_size or have
 
 

@@ -100,7 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         llem = config.stash[SESSION_KEY] = LlemSession(config, study, experiments)
     except ConfigError as exc:
-        raise pytest.UsageError(f"invalid runner:\n{exc}") from None
+        raise pytest.UsageError(f"invalid runner or launch:\n{exc}") from None
     llem.preflight_notes = notes
     if llem.run_dir is not None and llem.is_controller:
         config.pluginmanager.register(ManifestReporter(llem), "llem-manifest")

@@ -14,6 +14,8 @@ from llem_bench.harness.pool import BackendPool
 from llem_bench.harness.runner import failed_result, log, run_experiment
 from llem_bench.hygiene import Hygiene
 from llem_bench.progress import status
+from llem_bench.isolation.torchrun import check_launches, needs_torchrun
+from llem_bench.scaleout.gpus import node_gpus
 from llem_bench.isolation.runner import DockerOptions, RunnerSpec, Workers, check_runner, choose_runner, host_has_gpus
 from llem_bench.results.environment import git_info
 from llem_bench.results.manifest import Manifest
@@ -52,6 +54,8 @@ class LlemSession:
             if self.is_controller or spec.kind != "docker":  # xdist workers: the controller checked docker
                 check_runner(spec, f"runner for {backend}", need_gpus=gpu_host)
             self.runners[backend] = spec
+        if any(needs_torchrun(e.config) for e in experiments):  # tp_plan: fits the GPU set, before any load
+            check_launches(experiments, self.runners, node_gpus())
         if self.option.llem_resume:
             self.run_dir = RunDir(Path(self.option.llem_resume))
             self._load_done()
@@ -90,10 +94,11 @@ class LlemSession:
         run_id = self.run_dir.path.name
         runner = self.runners[experiment.backend]
         record = self._recorder(test_id, note)
-        record(runner=str(runner))
+        record(runner=str(runner) + (" via torchrun" if needs_torchrun(experiment.config) else ""))
         self.started += 1
         self.current = f"[{self.started}/{max(self.planned, self.started)}] {test_id}"
-        status(f"starting ({runner})")
+        status(f"starting ({runner}" + (", torchrun: one process per tensor parallel rank)"
+                                        if needs_torchrun(experiment.config) else ")"))
         try:
             hygiene = self.hygiene.before(test_id)
             record(hygiene=hygiene)
@@ -131,7 +136,7 @@ class LlemSession:
         return record
 
     def _measure(self, experiment: Experiment, runner: RunnerSpec, run_id: str, started: str) -> ExperimentResult:
-        if runner.kind == "inprocess":
+        if runner.kind == "inprocess" and not needs_torchrun(experiment.config):  # tp_plan: one process per rank
             backend, reused, load_s = self.pool.acquire(experiment.config)
             return run_experiment(
                 experiment, backend,

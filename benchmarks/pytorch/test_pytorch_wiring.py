@@ -6,6 +6,11 @@ not hard-coded). Runs without --study: `pytest benchmarks -k wiring`."""
 import copy
 import importlib.util
 import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,9 +44,10 @@ SETUP = {
 # Generation attribute each shared field lands on.
 GENERATION_ATTR = {"decoding.preset": "do_sample", "decoding.temperature": "temperature", "decoding.top_p": "top_p",
                    "decoding.top_k": "top_k", "decoding.repetition_penalty": "repetition_penalty"}
-CPU_SKIPS = {
-    "pytorch.tp_plan": "tensor parallelism needs 2+ GPUs and a torchrun launch (one process per GPU)",
-}
+CPU_SKIPS: dict[str, str] = {}
+# Checked under a real torchrun launch of 2 ranks (CPU ranks on a CPU host, GPUs 0 and 1 on a GPU host).
+TORCHRUN = {"pytorch.tp_plan", "pytorch.tp_size"}
+TP_PROBE = Path(__file__).with_name("tp_probe.py")
 # On a GPU the default ('auto') places the model on cuda, so 'cpu' is a value that differs; on a CPU-only
 # machine nothing does.
 NEEDS_GPU = {
@@ -65,8 +71,7 @@ def installed(module: str) -> bool:
         return False
 
 
-def backend_for(**overrides) -> tuple[PyTorchBackend, object]:
-    """A loaded and configured backend; one load per distinct set of load settings (module cache)."""
+def study_for(**overrides) -> dict:
     raw = copy.deepcopy(BASE)
     for dotted, value in overrides.items():
         if dotted.startswith("pytorch."):
@@ -76,7 +81,12 @@ def backend_for(**overrides) -> tuple[PyTorchBackend, object]:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    config = parse_study(raw)[1][0].config
+    return raw
+
+
+def backend_for(**overrides) -> tuple[PyTorchBackend, object]:
+    """A loaded and configured backend; one load per distinct set of load settings (module cache)."""
+    config = parse_study(study_for(**overrides))[1][0].config
     key = load_key(config)
     if key not in _LOADED:
         backend = PyTorchBackend()
@@ -244,6 +254,8 @@ def probe_for(key: str):
 def test_field_reaches_transformers(key, value):
     if key in CPU_SKIPS:
         pytest.skip(CPU_SKIPS[key])
+    if key in TORCHRUN:
+        return check_tensor_parallel(key, value)
     if key in NEEDS_GPU and not torch.cuda.is_available():
         pytest.skip(NEEDS_GPU[key])
     if key in NEEDS_QUANTO and not installed("optimum.quanto"):
@@ -267,6 +279,35 @@ def test_field_reaches_transformers(key, value):
         assert did_after != did_before, f"{key}={value!r} did not change what generate() did ({did_before!r})"
     if key == "workload.ignore_eos":
         assert after[1] == 1 and before[1] == default_config.workload.output_tokens
+
+
+def torchrun_probe(ranks: int = 2, **settings) -> dict:
+    """Rank 0's report of tp_probe.py under `torchrun --nproc-per-node ranks`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+                           str(TP_PROBE), json.dumps(study_for(**settings))],
+                          env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("WIRING ")]
+    assert lines, f"the torchrun probe said nothing (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(lines[0][len("WIRING "):])
+
+
+def check_tensor_parallel(key, value):
+    """tp_plan: 2 ranks each hold a shard (not the whole model) and generate what the plain model does.
+    tp_size: the value reaches transformers' mesh: tp_size 3 on a 2-rank launch is refused by transformers."""
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
+        pytest.skip("tensor parallelism on CUDA needs 2+ GPUs (a CPU-only host runs 2 CPU ranks)")
+    plain, config = backend_for()
+    plain_tokens = run_widths(plain, config)[1]
+    size = value if key == "pytorch.tp_size" else 2
+    tp = torchrun_probe(**{"pytorch.tp_plan": "auto", "pytorch.tp_size": size})
+    assert "error" not in tp, tp
+    assert (tp["world_size"], tp["tp_size"], tp["sharded"]) == (2, 2, True), tp
+    assert tp["tokens"] == plain_tokens
+    if key == "pytorch.tp_size":
+        refused = torchrun_probe(**{"pytorch.tp_plan": "auto", "pytorch.tp_size": 3})
+        assert "requires 3 processes, but world_size is 2" in refused.get("error", ""), refused
 
 
 def test_passthrough_reaches_generate_and_from_pretrained():

@@ -4,6 +4,7 @@ generation field set explicitly (transformers 5 fills unset fields from the mode
 from __future__ import annotations
 
 import copy
+import os
 import resource
 import sys
 import time
@@ -29,6 +30,8 @@ class PyTorchBackend:
         self.config: Optional[ExperimentConfig] = None
         self.generation_config: Any = None
         self.assistant: Any = None  # draft model of assisted decoding (pytorch.assistant_model)
+        self.ranks: Any = None  # pytorch_tp.Ranks under tp_plan: this torchrun rank's part
+        self._in_pass = False  # a pass was interrupted: the followers are stuck in it, do not send them STOP
 
     def load(self, config: ExperimentConfig) -> None:
         import torch
@@ -36,10 +39,18 @@ class PyTorchBackend:
 
         section = config.pytorch
         self.device = _resolve_device(section.device)
+        if section.tp_plan:
+            _check_tp_launch(self.device)
         path = _checkpoint(config.model, self.device)
-        print(f"llem-bench: loading {config.model} ({path}) on {section.device_map or self.device}",
+        print(f"llem-bench: loading {config.model} ({path}) on {section.device_map or self.device}"
+              + (f" (tensor parallel, rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})" if section.tp_plan else ""),
               file=sys.stderr, flush=True)
         model = _from_pretrained(path, self.device, config.dtype, section)
+        if section.tp_plan:
+            from llem_bench.backends.pytorch_tp import Ranks
+
+            self.device = str(model.device)  # this rank's device: cuda:<local rank>, or cpu
+            self.ranks = Ranks(model.device)
         if section.torch_compile:
             model.forward = torch.compile(model.forward, mode=section.compile_mode)
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
@@ -90,12 +101,25 @@ class PyTorchBackend:
         return timings
 
     def _generate_all(self, workload: Workload, generation_config: Any, streamer_for=None) -> PassOutput:
+        batch_size = self.config.pytorch.batch_size
+        prompts = workload.prompt_token_ids
+        if self.ranks is not None:  # tensor parallel: the other ranks run the same pass
+            self.ranks.announce(prompts, generation_config, batch_size)
+        self._in_pass = True
+        rows, counts = self._generate_batches(prompts, generation_config, batch_size, streamer_for)
+        if self.ranks is not None:
+            self.ranks.finish_pass(rows, counts)
+        self._in_pass = False
+        return PassOutput(output_tokens=counts)
+
+    def _generate_batches(self, prompts: list[list[int]], generation_config: Any, batch_size: int,
+                          streamer_for=None) -> tuple[list[list[int]], list[int]]:
+        """(generated rows, generated length of each) over the prompts in batches of batch_size."""
         import torch
 
-        batch_size = self.config.pytorch.batch_size
         eos = self.tokenizer.eos_token_id
+        rows: list[list[int]] = []
         counts: list[int] = []
-        prompts = workload.prompt_token_ids
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
                 batch = prompts[start:start + batch_size]
@@ -106,9 +130,24 @@ class PyTorchBackend:
                     streamer=streamer, assistant_model=self.assistant,
                 )
                 new = out[:, input_ids.shape[1]:].tolist()
+                rows.extend(new)
                 counts.extend(_generated_length(row, eos, self.config.workload.ignore_eos, self.tokenizer.pad_token_id)
                               for row in new)
-        return PassOutput(output_tokens=counts)
+        return rows, counts
+
+    def follow_leader(self) -> int:
+        """A tensor parallel rank other than 0: run every pass rank 0 runs until it stops; the passes run."""
+        def run(prompts, generation_config, batch_size):
+            self._in_pass = True
+            self.ranks.finish_pass(*self._generate_batches(prompts, generation_config, batch_size))
+            self._in_pass = False
+
+        return self.ranks.follow(run)
+
+    @property
+    def layer_sequential(self) -> bool:
+        """For the roofline: device_map runs its GPUs' layers one at a time; tensor parallel GPUs work at once."""
+        return self.ranks is None
 
     def model_shape(self) -> dict[str, Any]:
         cfg = self.model.config
@@ -131,11 +170,20 @@ class PyTorchBackend:
         # (The device set is cached per model: walking every parameter after each pass would cost time.)
         cached = getattr(self, "_sync_ordinals", None)
         if cached is None or cached[0] is not self.model:
-            self._sync_ordinals = cached = (self.model, self.cuda_ordinals())
+            self._sync_ordinals = cached = (self.model, self._own_ordinals())
         for ordinal in cached[1]:
             torch.cuda.synchronize(ordinal)
 
     def cuda_ordinals(self) -> list[int]:
+        """The GPUs the experiment uses, metered by rank 0: under tensor parallelism rank k holds GPU k of
+        the worker's set (transformers binds cuda:LOCAL_RANK), as vLLM's tensor_parallel_size does."""
+        if self.ranks is not None and self.device.startswith("cuda"):
+            return list(range(self.ranks.world_size))
+        return self._own_ordinals()
+
+    def _own_ordinals(self) -> list[int]:
+        """The GPUs this process holds weights on (under tensor parallelism: its own one; the other ranks
+        finish each pass before rank 0 stamps it, see pytorch_tp)."""
         if not self.device.startswith("cuda"):
             return []
         devices = {p.device for p in self.model.parameters()}
@@ -144,18 +192,28 @@ class PyTorchBackend:
     def reset_peak_memory(self) -> None:
         import torch
 
-        for ordinal in self.cuda_ordinals():
+        for ordinal in self._own_ordinals():
             torch.cuda.reset_peak_memory_stats(ordinal)
+        if self.ranks is not None:
+            self.ranks.reset_peak_memory()
 
     def peak_memory_mb(self) -> tuple[Optional[float], str]:
         import torch
 
-        ordinals = self.cuda_ordinals()
+        ordinals = self._own_ordinals()
+        if self.ranks is not None and ordinals:
+            peak = sum(self.ranks.report.peak_memory_bytes)
+            return peak / 2**20, ("torch.cuda.max_memory_allocated of every tensor parallel rank's GPU, gathered "
+                                  "after each pass, summed")
         if ordinals:
             peak = sum(torch.cuda.max_memory_allocated(o) for o in ordinals)
             return peak / 2**20, "torch.cuda.max_memory_allocated over the window, summed over the GPUs in use"
         # ru_maxrss is KiB on Linux; it is the whole process's peak since start, not per window.
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS since start (CPU run)"
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if self.ranks is not None:
+            return rss, f"rank 0's process peak RSS since start (CPU run; each of the {self.ranks.world_size} ranks " \
+                        "holds its own shard)"
+        return rss, "process peak RSS since start (CPU run)"
 
     def effective_config(self) -> dict[str, Any]:
         model, gen = self.model, self.generation_config
@@ -167,6 +225,8 @@ class PyTorchBackend:
             "experts_implementation": getattr(model.config, "_experts_implementation", None),
             "quantization": _plain_dict(getattr(model.config, "quantization_config", None)),
             "hf_device_map": getattr(model, "hf_device_map", None),
+            "tensor_parallel": {**self.ranks.describe(), "local_parameters": _local_parameters(model)}
+            if self.ranks is not None else None,
             "torch_compile": self.config.pytorch.torch_compile,
             "assistant_model": self.config.pytorch.assistant_model,
             "generation": {k: getattr(gen, k) for k in (
@@ -183,10 +243,24 @@ class PyTorchBackend:
 
         import torch
 
+        if self.ranks is not None:
+            self._release_ranks()
         self.model = self.assistant = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+    def _release_ranks(self) -> None:
+        """Leader: stop the followers, unless a pass broke off (they wait inside it; the launch's exit ends
+        them). Every rank leaves the process group."""
+        import torch.distributed as dist
+
+        ranks, self.ranks = self.ranks, None
+        if ranks.leader and not self._in_pass:
+            ranks.stop()
+        if dist.is_initialized() and not self._in_pass:
+            dist.destroy_process_group()
 
 
 class TimingStreamer:
@@ -218,7 +292,7 @@ class TimingStreamer:
 
 
 # from_pretrained arguments taken from the pytorch section as they are (None = transformers' default).
-FROM_PRETRAINED_FIELDS = ("attn_implementation", "device_map", "quantization_config", "max_memory", "tp_plan",
+FROM_PRETRAINED_FIELDS = ("attn_implementation", "device_map", "quantization_config", "max_memory",
                           "experts_implementation")
 
 
@@ -262,6 +336,10 @@ def _from_pretrained(path: str, device: str, dtype: str, section: Any) -> Any:
 
     kwargs: dict[str, Any] = {"dtype": dtype}
     kwargs.update({n: getattr(section, n) for n in FROM_PRETRAINED_FIELDS if getattr(section, n) is not None})
+    if section.tp_plan:
+        from llem_bench.backends.pytorch_tp import distributed_config
+
+        kwargs["distributed_config"] = distributed_config(section)
     placed = section.device_map or section.tp_plan
     if section.quantization_config and not placed:
         kwargs["device_map"] = device  # quantized weights are placed at load: some (bitsandbytes) refuse .to()
@@ -270,6 +348,27 @@ def _from_pretrained(path: str, device: str, dtype: str, section: Any) -> Any:
     if "device_map" not in kwargs and not placed:
         model = model.to(device)
     return model.eval()
+
+
+def _check_tp_launch(device: str) -> None:
+    """tp_plan shards over the ranks of a torchrun launch, on the accelerator torch finds."""
+    import torch
+
+    from llem_bench.backends.pytorch_tp import launched
+
+    if not launched():
+        raise RuntimeError("pytorch.tp_plan needs a torchrun launch (one process per rank); llem-bench starts one "
+                           "for it from a study run. Loading the backend directly: start it under "
+                           "`python -m torch.distributed.run --nproc-per-node N`")
+    if device == "cpu" and torch.cuda.is_available():
+        raise RuntimeError("pytorch.device: cpu with tp_plan, but torch sees a GPU, and transformers shards over the "
+                           "GPUs it sees; llem-bench hides them from CPU ranks (CUDA_VISIBLE_DEVICES='') when it "
+                           "launches them, so start them that way or use device: auto")
+
+
+def _local_parameters(model: Any) -> int:
+    """Parameters this rank holds: its shards (DTensor.to_local) plus what every rank keeps whole."""
+    return sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
 
 
 def _plain_dict(value: Any) -> Any:

@@ -66,9 +66,14 @@ class PyTorchConfig(StrictModel):
         "is offloaded to CPU, then disk (needs device_map).", upstream="from_pretrained(max_memory=)", load=True,
         effect="Offloaded layers stream their weights every step: much slower, more energy per token.")
     tp_plan: Optional[Literal["auto"]] = knob(
-        None, "Tensor parallel plan (auto = the model's own); needs a torchrun launch over 2+ GPUs.",
+        None, "Tensor parallel plan (auto = the model's own): the experiment runs under torchrun, one rank per "
+        "GPU of tp_size (CPU ranks with device: cpu); rank 0 measures, energy covers all of them.",
         upstream="from_pretrained(tp_plan=)", load=True,
         effect="More GPUs powered per token; all-reduce per layer.")
+    tp_size: Optional[int] = knob(
+        None, "torchrun ranks (GPUs) of tp_plan; None = every GPU of the worker's set (required on CPU).", ge=2,
+        upstream="from_pretrained(tp_size=)", load=True,
+        effect="Each GPU reads 1/tp_size of the weights per step; more all-reduce traffic and idle power.")
     experts_implementation: Optional[Literal["eager", "grouped_mm", "batched_mm"]] = knob(
         None, "Mixture-of-experts kernel; None lets transformers choose (grouped_mm where the model supports it). "
         "Dense models ignore it.", upstream="from_pretrained(experts_implementation=)", load=True,
@@ -165,6 +170,15 @@ class PyTorchConfig(StrictModel):
         if self.tp_plan and (self.device_map or self.max_memory):
             raise ValueError("tp_plan places the model itself (one shard per torchrun rank); remove device_map and "
                              "max_memory")
+        if self.tp_size is not None and not self.tp_plan:
+            raise ValueError(f"tp_size ({self.tp_size}) only applies with tp_plan: auto (tensor parallelism); add "
+                             "tp_plan: auto or remove tp_size")
+        if self.tp_plan and self.assistant_model:
+            raise ValueError("assistant_model with tp_plan: the draft model would be loaded whole on every torchrun "
+                             "rank; use one of them")
+        if self.tp_plan and self.device.startswith("cuda:"):
+            raise ValueError(f"tp_plan puts rank k on GPU k of the worker's set, so device: {self.device} cannot "
+                             "hold; use device: auto or cuda")
         if self.disable_compile and self.compile_config is not None:
             raise ValueError("disable_compile: true turns off the compilation compile_config configures; use one")
         assisted = [n for n in ("assistant_model", "prompt_lookup_num_tokens") if getattr(self, n) is not None]

@@ -227,7 +227,7 @@ def _roofline(backend: Backend, workload: Workload, meter: EnergyMeter, phases: 
     decode = phases.get("decode", {})
     reason = decode.get("reason") or phases.get("reason") or "decode throughput not measured"
     return decode_roofline(backend.model_shape(), names, backend.decode_batch(workload), avg_context,
-                           decode.get("tokens_per_s"), layer_sequential=backend.name == "pytorch",
+                           decode.get("tokens_per_s"), layer_sequential=getattr(backend, "layer_sequential", False),
                            no_measurement_reason=f"decode throughput not measured: {reason}")
 
 

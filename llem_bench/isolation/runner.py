@@ -27,6 +27,7 @@ from llem_bench.backends.base import load_key
 from llem_bench.config.errors import ConfigError
 from llem_bench.config.study import Experiment
 from llem_bench.isolation.protocol import experiment_to_json
+from llem_bench.isolation.torchrun import needs_torchrun
 from llem_bench.results.schema import ExperimentResult
 
 PACKAGE_ROOT = Path(llem_bench.__file__).resolve().parent.parent
@@ -131,6 +132,9 @@ class Workers:
             if in_container:
                 self.close()
                 code = self._run_container(spec, io_dir, series_dir, log_path, test_id, experiment.backend)
+            elif needs_torchrun(experiment.config):
+                self.close()
+                code = self._run_torchrun(spec, experiment, request, result_path, log_path)
             else:
                 code = self._serve(spec, experiment, request, result_path, log_path)
             if not result_path.is_file():
@@ -207,6 +211,17 @@ class Workers:
                 return "died"
             if self.idle is not None:
                 self.idle()
+
+    def _run_torchrun(self, spec: RunnerSpec, experiment: Experiment, request: Path, result_path: Path,
+                      log_path: Path) -> int:
+        from llem_bench.isolation import torchrun
+        from llem_bench.scaleout.gpus import node_gpus
+
+        try:
+            return torchrun.launch(torchrun.python_of(spec), experiment.config, node_gpus(), request, result_path,
+                                   log_path, _worker_env(), self.timeout_s)
+        except TimeoutError as exc:
+            raise WorkerFailed(f"{exc}\n{_tail(log_path)}") from None
 
     def _run_container(self, spec: RunnerSpec, io_dir: Path, series_dir: Path, log_path: Path, test_id: str,
                        backend: str) -> int:

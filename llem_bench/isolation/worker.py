@@ -53,13 +53,39 @@ def run_one(request_path: str, result_path: str, pool) -> int:
 
 
 def main(request_path: str, result_path: str) -> int:
+    from llem_bench.backends.pytorch_tp import launched
     from llem_bench.harness.pool import BackendPool
 
+    if launched():
+        _die_with_parent()
     pool = BackendPool()
     try:
+        if launched() and os.environ["RANK"] != "0":
+            return follow(request_path, pool)
         return run_one(request_path, result_path, pool)
     finally:
         pool.close()
+
+
+def follow(request_path: str, pool) -> int:
+    """A torchrun rank other than 0 (pytorch.tp_plan): load the same shards and join every pass rank 0
+    runs. Rank 0 alone measures and writes the result."""
+    from llem_bench.isolation.protocol import experiment_from_json
+
+    experiment = experiment_from_json(json.loads(Path(request_path).read_text())["experiment"])
+    backend, _, _ = pool.acquire(experiment.config)
+    passes = backend.follow_leader()
+    print(f"llem-bench: rank {os.environ['RANK']} ran {passes} passes with rank 0", file=sys.stderr, flush=True)
+    return 0
+
+
+def _die_with_parent() -> None:
+    """A torchrun rank runs in a session of its own: when torchrun dies, even by SIGKILL (a timeout, the
+    controller gone), the rank must not keep its GPU."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        os._exit(1)  # torchrun died before the line above took effect
 
 
 def _die_with_controller() -> None:

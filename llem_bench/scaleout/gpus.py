@@ -136,13 +136,15 @@ def pinned_uuids() -> Optional[set[str]]:
 
 
 def gpus_needed(config: Any) -> Optional[int]:
-    """GPUs one experiment occupies when its config says: vLLM tensor x pipeline parallel size (the
-    GPUs its backend meters, CUDA ordinals 0..n-1 of the worker's set). None when it takes what it
-    is given (PyTorch device / device_map)."""
+    """GPUs one experiment occupies when its config says: vLLM tensor x pipeline parallel size, PyTorch
+    tp_size under tp_plan (the GPUs its backend meters, CUDA ordinals 0..n-1 of the worker's set). None
+    when it takes what it is given (PyTorch device / device_map, tp_plan without tp_size, CPU ranks)."""
     if config.backend == "vllm":
         section = config.vllm
         total = (section.tensor_parallel_size or 1) * (section.pipeline_parallel_size or 1)
         return total if total > 1 else None
+    if config.backend == "pytorch" and config.pytorch.tp_plan and config.pytorch.device != "cpu":
+        return config.pytorch.tp_size
     return None
 
 
@@ -151,6 +153,7 @@ def check_experiments_fit(experiments: list, gpus_per_worker: int) -> None:
     for exp in experiments:
         need = gpus_needed(exp.config)
         if need is not None and need > gpus_per_worker:
-            raise ValueError(f"experiment {exp.test_id} needs {need} GPUs (vllm tensor x pipeline "
-                             f"parallel size) but a worker has {gpus_per_worker}; use --llem-gpus-per-worker {need} or more, "
+            what = "pytorch.tp_size" if exp.config.backend == "pytorch" else "vllm tensor x pipeline parallel size"
+            raise ValueError(f"experiment {exp.test_id} needs {need} GPUs ({what}) but a worker has "
+                             f"{gpus_per_worker}; use --llem-gpus-per-worker {need} or more, "
                              "or select other experiments with -k")

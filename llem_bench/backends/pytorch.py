@@ -250,7 +250,6 @@ class PyTorchBackend:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-
     def _release_ranks(self) -> None:
         """Leader: stop the followers, unless a pass broke off (they wait inside it; the launch's exit ends
         them). Every rank leaves the process group."""

@@ -69,6 +69,23 @@ def test_plan_record_names_the_loads():
     assert len(record["planned_loads"]) == switches + 1 <= 2 * 3   # at most once per group per repeat
 
 
+def test_offline_in_process_and_server_experiments_are_three_loads_even_with_equal_engine_arguments():
+    # The serving consistency study's shape, interleaved: the plan must group by engine instance and
+    # say that three engines load (the LLM, AsyncLLM and the server), not one.
+    _, experiments = parse_study({
+        "study": "s", "model": "synthetic:tiny", "backend": "vllm",
+        "experiments": [{"scenario": "serving", "serving": {"rate": 8, "engine": "server"}},
+                        {"scenario": "offline"},
+                        {"scenario": "serving", "serving": {"rate": 8, "engine": "inprocess"}},
+                        {"scenario": "serving", "serving": {"rate": "inf", "engine": "server"}}]})
+    plan = plan_runs(experiments)
+    engines = [e.config.serving.engine if e.config.scenario != "offline" else "offline" for e in plan]
+    assert engines in (["offline", "inprocess", "server", "server"], ["offline", "server", "server", "inprocess"])
+    assert len(describe_plan(plan, 0)["planned_loads"]) == 3
+    repeated = plan_runs(experiments, repeats=2, seed=3)
+    assert len(describe_plan(repeated, 3)["planned_loads"]) <= 3 * 2
+
+
 def test_noise_floor_over_repeats_with_cycle_cv_beside_it():
     runs = [make_result(values={"output_tokens_per_s": [v * 0.99, v, v * 1.01]}, repeat=k + 1, repeats=3)
             for k, v in enumerate([100.0, 110.0, 90.0])]

@@ -19,7 +19,7 @@ class BackendPool:
 
     def acquire(self, config: ExperimentConfig) -> tuple[Backend, bool, float]:
         """(backend configured for `config`, whether the loaded model was reused, load seconds)."""
-        key = load_key(config) + _engine_key(config)
+        key = instance_key(config)
         reused = key == self._key and self._backend is not None
         load_s = 0.0
         if not reused:
@@ -48,6 +48,12 @@ class BackendPool:
             self._backend.close()
             note_gpu_work()
         self._key, self._backend = None, None
+
+
+def instance_key(config: ExperimentConfig) -> str:
+    """Experiments with equal keys run on one loaded engine: the load settings, and for the serving
+    scenarios which engine serves them (a server, vLLM's AsyncLLM, or the offline LLM)."""
+    return load_key(config) + _engine_key(config)
 
 
 def _engine_key(config: ExperimentConfig) -> str:

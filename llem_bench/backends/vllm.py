@@ -117,7 +117,9 @@ class VLLMBackend:
     def _generate(self, workload: Workload, sampling: Any) -> PassOutput:
         self._fresh_cache()
         outputs = self.llm.generate(self._prompts(workload), sampling, use_tqdm=False)
-        return PassOutput(output_tokens=[len(o.outputs[0].token_ids) for o in outputs])
+        cached = [getattr(o, "num_cached_tokens", None) for o in outputs]
+        return PassOutput(output_tokens=[len(o.outputs[0].token_ids) for o in outputs],
+                          cached_prompt_tokens=None if None in cached else cached)
 
     def run_streaming_pass(self, workload: Workload) -> list[RequestTiming]:
         """Drive the engine step by step with DELTA outputs: each delivery (one or several new tokens of a

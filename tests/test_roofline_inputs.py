@@ -60,3 +60,50 @@ def test_roofline_pytorch_weight_bytes_sum_every_parameter_at_its_stored_size():
     # int8 storage, as a quantized layer keeps it (bnb's Int8Params, quanto's weights)
     model[1].weight = torch.nn.Parameter(torch.zeros(8, 8, dtype=torch.int8), requires_grad=False)
     assert stored_weight_bytes(model) == 100 * 8 * 2 + 64 * 1
+
+
+class _ShapeBackend:
+    name = "fake"
+
+    def __init__(self, ordinals):
+        self.ordinals = ordinals
+
+    def cuda_ordinals(self):
+        return self.ordinals
+
+    def model_shape(self):
+        return {**SHAPE, "weight_bytes": 2e9, "kv_bytes_per_element": 2}
+
+    def decode_batch(self, workload):
+        return 1
+
+
+def test_roofline_with_energy_none_on_a_gpu_reads_the_gpu_names_from_nvml(monkeypatch):
+    """measurement.energy: none gives an UnavailableMeter without GPUs: the reason must not be 'no GPU'."""
+    from llem_bench.energy import gpus
+    from llem_bench.energy.meter import UnavailableMeter
+    from llem_bench.harness.runner import _roofline
+    from llem_bench.workload.prompts import Workload
+
+    monkeypatch.setattr(gpus, "nvml_handles_for", lambda ordinals: {f"GPU-{i}": i for i in ordinals})
+    monkeypatch.setattr(gpus, "gpu_facts", lambda handle: {"name": "NVIDIA GH200 480GB"})
+    meter = UnavailableMeter("energy measurement disabled (measurement.energy: none)")
+    phases = {"decode": {"tokens_per_s": 50.0}}
+    workload = Workload([[1] * 10], output_tokens=4, source="test")
+    on_gpu = _roofline(_ShapeBackend([0]), workload, meter, phases)
+    assert on_gpu["gpus"] == ["NVIDIA GH200 480GB"] and on_gpu["bandwidth_gbs"] == 4000 and on_gpu["fraction"]
+    assert _roofline(_ShapeBackend([]), workload, meter, phases)["reason"].startswith("no GPU")
+
+
+def test_roofline_without_decode_names_the_phase_reason_not_phases_off(monkeypatch):
+    from llem_bench.energy import gpus
+    from llem_bench.energy.meter import UnavailableMeter
+    from llem_bench.harness.runner import _roofline
+    from llem_bench.workload.prompts import Workload
+
+    monkeypatch.setattr(gpus, "nvml_handles_for", lambda ordinals: {"GPU-0": 0})
+    monkeypatch.setattr(gpus, "gpu_facts", lambda handle: {"name": "NVIDIA H200"})
+    phases = {"decode": {"tokens_per_s": None, "reason": "no decode: every request generated a single token"}}
+    r = _roofline(_ShapeBackend([0]), Workload([[1] * 10], 1, "test"), UnavailableMeter("off"), phases)
+    assert r["fraction"] is None and r["reason"] == ("decode throughput not measured: no decode: every request "
+                                                     "generated a single token")

@@ -379,13 +379,16 @@ def test_vllm_cache_hits_inside_a_pass_are_reported_and_flagged():
     """Audit 2.4, behavioural: the per-pass reset cannot stop hits inside one pass. Repeated (or
     prefix-sharing) prompts of >= one KV block report num_cached_tokens > 0 through run_pass, and the
     check flags them with reuse_prefix_cache off; distinct prompts report 0."""
-    backend, _ = engine("default")
+    backend, config = engine("default")
     backend.configure(config_for({"reuse_prefix_cache": False}))
     long_a, long_b = PREFIX_PROMPT[0]["prompt_token_ids"], [0] + list(range(300, 499))
-    repeated = backend.run_pass(Workload([long_a, long_b, long_a], output_tokens=4, source="test"))
+    try:
+        repeated = backend.run_pass(Workload([long_a, long_b, long_a], output_tokens=4, source="test"))
+        distinct = backend.run_pass(Workload([long_a, long_b], output_tokens=4, source="test"))
+    finally:
+        backend.configure(config)
     assert repeated.cached_prompt_tokens[:2] == [0, 0] and repeated.cached_prompt_tokens[2] > 0
     assert "1 of 3 requests" in check_prefix_cache(False, repeated.cached_prompt_tokens)["flag"]
-    distinct = backend.run_pass(Workload([long_a, long_b], output_tokens=4, source="test"))
     assert distinct.cached_prompt_tokens == [0, 0]
     assert "flag" not in check_prefix_cache(False, distinct.cached_prompt_tokens)
 
@@ -403,10 +406,14 @@ def test_vllm_run_with_repeated_prompts_warns_and_its_verdict_names_the_cache(tm
     raw["measurement"] = {"cycles": 2, "min_window_s": 0, "warmup": {"min_runs": 1, "max_runs": 1},
                           "phases": False, "latency": False}
     experiment = parse_study(raw)[1][0]
-    backend, _ = engine("default")
+    backend, config = engine("default")
     backend.configure(experiment.config)
-    result = run_experiment(experiment, backend, lambda ordinals, sampler: make_energy_meter("auto", ordinals, sampler),
-                            run_id="r", started_at="now", model_reused=True, load_s=0.0)
+    try:
+        result = run_experiment(experiment, backend,
+                                lambda ordinals, sampler: make_energy_meter("auto", ordinals, sampler),
+                                run_id="r", started_at="now", model_reused=True, load_s=0.0)
+    finally:
+        backend.configure(config)
     assert result.status == "ok", result.error
     assert any("2 of 4 prompts repeat" in w for w in result.warnings), result.warnings
     check = result.token_check["prefix_cache"]

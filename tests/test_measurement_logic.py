@@ -84,7 +84,7 @@ def test_net_energy_subtracts_resident_idle_power():
 
 
 def test_roofline_of_llama_1b_on_an_h100():
-    shape = {"parameters": 1_235_814_400, "bytes_per_param": 2, "layers": 16, "kv_heads": 8, "head_dim": 64}
+    shape = {"weight_bytes": 1_235_814_400 * 2, "kv_bytes_per_element": 2, "layers": 16, "kv_heads": 8, "head_dim": 64}
     r = decode_roofline(shape, ["NVIDIA H100 80GB HBM3"], batch=1, avg_context=200, measured_decode_tokens_per_s=100)
     assert bandwidth_gbs("NVIDIA H100 80GB HBM3") == 3350
     # 2.47 GB of weights + 6.6 MB of KV per step -> ~1350 tok/s at batch 1
@@ -135,7 +135,7 @@ def test_validity_needs_a_stable_warmup_two_cycles_and_a_meaningful_net():
 def test_gh200_is_not_read_as_h200_and_device_map_counts_one_gpu():
     assert bandwidth_gbs("NVIDIA GH200 480GB") == 4000 and bandwidth_gbs("NVIDIA H200") == 4800
     assert bandwidth_gbs("NVIDIA H100 NVL") == 3900
-    shape = {"parameters": 1_000_000_000, "bytes_per_param": 2, "layers": 16, "kv_heads": 8, "head_dim": 64}
+    shape = {"weight_bytes": 2_000_000_000, "kv_bytes_per_element": 2, "layers": 16, "kv_heads": 8, "head_dim": 64}
     gpus = ["NVIDIA H100 80GB HBM3"] * 2
     tp = decode_roofline(shape, gpus, 1, 10, 100)
     layers = decode_roofline(shape, gpus, 1, 10, 100, layer_sequential=True)

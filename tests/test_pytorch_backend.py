@@ -152,3 +152,10 @@ def test_streaming_passes_give_one_timing_per_batch_with_per_step_stamps(backend
     assert (s["ttft_ms"]["n"], s["ttft_ms"]["n_independent"], s["requests"], s["stamps_shared_by"]) == (6, 6, 6, 4)
     assert s["itl_ms"]["n"] == 6 * 6 and s["ttft_ms"]["ci95_low"] is not None and s["ttft_ms"]["p99"] is None
     assert s["streaming_output_tokens_per_s"]["n"] == 3
+
+
+def test_roofline_shape_counts_the_loaded_weights_at_their_stored_size(backend):
+    shape = backend.model_shape()
+    params = list(backend.model.parameters())
+    assert shape["weight_bytes"] == sum(p.numel() * p.element_size() for p in params)
+    assert shape["kv_bytes_per_element"] == backend.model.dtype.itemsize

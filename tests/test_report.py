@@ -345,3 +345,29 @@ def test_bars_carry_the_ci_and_hatch_invalid_results(tmp_path):
     assert len(hatched) == 1  # vllm max_num_seqs 8 is invalid; the valid bar beside it is plain
     assert any(len(c.get_segments()) for c in ax.collections)  # error bars (CI) are drawn
     plots._plt().close(fig)
+
+
+def test_scatter_carries_the_ci_and_crosses_out_invalid_results():
+    """Audit 7.2: an invalid point must not look like a valid one; the CI is drawn on both axes."""
+    results = [_result("pytorch-tiny-bf16-batch_size_1-aaaaaa", "pytorch", 1),
+               _result("pytorch-tiny-bf16-batch_size_8-bbbbbb", "pytorch", 8, verdict="invalid",
+                       reasons=["output_tokens_per_s CV 30.0% across cycles (> 25%)"])]
+    fig, caption = plots.scatter_figure(results)
+    ax = fig.axes[0]
+    crosses = [line for line in ax.lines if line.get_marker() == "x" and line.get_color() == "red"]
+    assert len(crosses) == 1 and tuple(crosses[0].get_xdata()) == (results[1].mean("output_tokens_per_s"),)
+    assert any(len(c.get_segments()) for c in ax.collections)  # error bars (CI)
+    assert "(invalid)" in " ".join(t.get_text() for t in ax.texts)
+    assert "Red crosses mark invalid results" in caption and "batch_size_8" in caption
+    assert "Error bars: 95% CI" in caption
+    plots._plt().close(fig)
+
+
+def test_throughput_only_chart_hatches_invalid_results():
+    results = [_result("vllm-tiny-bf16-max_num_seqs_8-cccccc", "vllm", 8, verdict="invalid", energy=False),
+               _result("vllm-tiny-bf16-max_num_seqs_64-dddddd", "vllm", 64, energy=False)]
+    fig, caption = plots.scatter_figure(results)
+    assert caption.startswith("Throughput only")
+    hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
+    assert len(hatched) == 1
+    plots._plt().close(fig)

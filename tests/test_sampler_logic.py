@@ -220,3 +220,36 @@ def test_summary_cross_checks_sampled_energy_against_the_counter():
     assert summary["total"]["counter_energy_j"] == pytest.approx(206.0)
     assert check["relative_difference"] == pytest.approx(200 / 206 - 1) and check["agree"] is True  # -2.9%
     assert summary["total"]["cross_check_instant"]["agree"] is True
+
+
+def test_zeus_per_gpu_energy_is_keyed_by_uuid_like_the_other_meters(monkeypatch):
+    """Audit 1.5: Zeus reports by CUDA index; per_gpu_energy_j must use the UUIDs the counter uses."""
+    import sys
+    from types import ModuleType, SimpleNamespace
+
+    import pynvml
+
+    from llem_bench.energy.meter import ZeusMeter
+
+    class FakeMonitor:  # zeus need not be installed: only the index -> UUID mapping is under test
+        def __init__(self, gpu_indices, approx_instant_energy):
+            self.gpu_indices = gpu_indices
+
+        def begin_window(self, name, sync_execution):
+            pass
+
+        def end_window(self, name, sync_execution):
+            return SimpleNamespace(gpu_energy={2: 10.0, 3: 5.0})
+
+    zeus_monitor = ModuleType("zeus.monitor")
+    zeus_monitor.ZeusMonitor = FakeMonitor
+    monkeypatch.setitem(sys.modules, "zeus", ModuleType("zeus"))
+    monkeypatch.setitem(sys.modules, "zeus.monitor", zeus_monitor)
+    counter = {"h-a": 1000, "h-b": 2000}
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", lambda h: counter[h])
+    meter = ZeusMeter({"uuid-a": "h-a", "uuid-b": "h-b"}, cuda_ordinals=[2, 3])
+    meter.begin()
+    counter.update({"h-a": 11000, "h-b": 7100})
+    window = meter.end()
+    assert window.per_gpu_joules == {"uuid-a": 10.0, "uuid-b": 5.0} and window.joules == 15.0
+    assert window.counter_joules == pytest.approx(15.1)

@@ -19,7 +19,8 @@ from llem_bench.backends.vllm import VLLMBackend  # noqa: E402
 from llem_bench.config.introspect import backend_fields  # noqa: E402
 from llem_bench.config.study import parse_study  # noqa: E402
 from llem_bench.harness.latency import summarize_passes  # noqa: E402
-from llem_bench.workload.prompts import prepare_workload  # noqa: E402
+from llem_bench.harness.prefix_cache import check_prefix_cache  # noqa: E402
+from llem_bench.workload.prompts import Workload, prepare_workload  # noqa: E402
 
 pytestmark = [pytest.mark.wiring, pytest.mark.vllm]
 
@@ -372,6 +373,52 @@ def test_reuse_prefix_cache(name):
     backend, _ = engine("default")
     assert cached_tokens(backend, reuse=False) == 0
     assert cached_tokens(backend, reuse=True) > 0
+
+
+def test_vllm_cache_hits_inside_a_pass_are_reported_and_flagged():
+    """Audit 2.4, behavioural: the per-pass reset cannot stop hits inside one pass. Repeated (or
+    prefix-sharing) prompts of >= one KV block report num_cached_tokens > 0 through run_pass, and the
+    check flags them with reuse_prefix_cache off; distinct prompts report 0."""
+    backend, config = engine("default")
+    backend.configure(config_for({"reuse_prefix_cache": False}))
+    long_a, long_b = PREFIX_PROMPT[0]["prompt_token_ids"], [0] + list(range(300, 499))
+    try:
+        repeated = backend.run_pass(Workload([long_a, long_b, long_a], output_tokens=4, source="test"))
+        distinct = backend.run_pass(Workload([long_a, long_b], output_tokens=4, source="test"))
+    finally:
+        backend.configure(config)
+    assert repeated.cached_prompt_tokens[:2] == [0, 0] and repeated.cached_prompt_tokens[2] > 0
+    assert "1 of 3 requests" in check_prefix_cache(False, repeated.cached_prompt_tokens)["flag"]
+    assert distinct.cached_prompt_tokens == [0, 0]
+    assert "flag" not in check_prefix_cache(False, distinct.cached_prompt_tokens)
+
+
+def test_vllm_run_with_repeated_prompts_warns_and_its_verdict_names_the_cache(tmp_path):
+    """The whole offline run on real vLLM: 2 long prompts reused for 4 requests give the duplicate
+    warning before the run and a verdict warning from the requests' num_cached_tokens after it."""
+    from llem_bench.energy.meter import make_energy_meter
+    from llem_bench.harness.runner import run_experiment
+
+    prompts = tmp_path / "prompts.jsonl"  # two long prompts that differ all along (truncation may keep either end)
+    prompts.write_text("".join('{"prompt": "%s"}\n' % " ".join(f"{tag}{i}" for i in range(300)) for tag in "ab"))
+    raw = copy.deepcopy(BASE)
+    raw["workload"] = {"prompts": str(prompts), "num_prompts": 4, "max_input_tokens": 200, "output_tokens": 4}
+    raw["measurement"] = {"cycles": 2, "min_window_s": 0, "warmup": {"min_runs": 1, "max_runs": 1},
+                          "phases": False, "latency": False}
+    experiment = parse_study(raw)[1][0]
+    backend, config = engine("default")
+    backend.configure(experiment.config)
+    try:
+        result = run_experiment(experiment, backend,
+                                lambda ordinals, sampler: make_energy_meter("auto", ordinals, sampler),
+                                run_id="r", started_at="now", model_reused=True, load_s=0.0)
+    finally:
+        backend.configure(config)
+    assert result.status == "ok", result.error
+    assert any("2 of 4 prompts repeat" in w for w in result.warnings), result.warnings
+    check = result.token_check["prefix_cache"]
+    assert check["checked"] and check["requests"] == 8 and check["requests_with_hits"] >= 4
+    assert any(r.startswith("prefix cache:") for r in result.validity["reasons"])
 
 
 def own_engine_order() -> list[str]:

@@ -15,6 +15,9 @@ class PassOutput:
     """What one pass over the workload produced: generated tokens per request (never padded widths)."""
 
     output_tokens: list[int]
+    # Prompt tokens per request served from a prefix cache (vLLM's num_cached_tokens); None when the
+    # backend does not report it. Checked against vllm.reuse_prefix_cache (harness/prefix_cache.py).
+    cached_prompt_tokens: Optional[list[int]] = None
 
 
 class Backend(Protocol):

@@ -150,11 +150,18 @@ class PyTorchBackend:
         return self.ranks is None
 
     def model_shape(self) -> dict[str, Any]:
+        import torch
+
         cfg = self.model.config
         heads = cfg.num_attention_heads
         return {
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "bytes_per_param": next(self.model.parameters()).element_size(),
+            # Every parameter at its stored size, not the first one's (the embedding): bnb/quanto layers hold
+            # packed or int8 weights next to bf16 embeddings and norms.
+            "weight_bytes": weight_bytes(self.model),
+            "weight_basis": "stored parameter dtypes (sum of numel x element size)",
+            # the KV cache is kept in the activation dtype
+            "kv_bytes_per_element": torch.empty(0, dtype=self.model.dtype).element_size(),
             "layers": cfg.num_hidden_layers,
             "kv_heads": getattr(cfg, "num_key_value_heads", None) or heads,
             "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
@@ -398,6 +405,11 @@ def _left_pad(batch: list[list[int]], pad_id: int, device: Any):
         ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
         mask[row, width - len(prompt):] = 1
     return ids.to(device), mask.to(device)
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of every (deduplicated: tied weights once) parameter as stored."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _generated_length(row: list[int], eos: Optional[int], ignore_eos: bool, pad: Optional[int] = None) -> int:

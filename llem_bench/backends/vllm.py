@@ -117,7 +117,9 @@ class VLLMBackend:
     def _generate(self, workload: Workload, sampling: Any) -> PassOutput:
         self._fresh_cache()
         outputs = self.llm.generate(self._prompts(workload), sampling, use_tqdm=False)
-        return PassOutput(output_tokens=[len(o.outputs[0].token_ids) for o in outputs])
+        cached = [getattr(o, "num_cached_tokens", None) for o in outputs]
+        return PassOutput(output_tokens=[len(o.outputs[0].token_ids) for o in outputs],
+                          cached_prompt_tokens=None if None in cached else cached)
 
     def run_streaming_pass(self, workload: Workload) -> list[RequestTiming]:
         """Drive the engine step by step with DELTA outputs: each delivery (one or several new tokens of a
@@ -165,16 +167,20 @@ class VLLMBackend:
         return None, "not measured for vLLM: the model runs in vLLM's engine process"
 
     def model_shape(self) -> dict[str, Any]:
-        model_config = self.llm.llm_engine.vllm_config.model_config
-        hf = model_config.hf_config
-        heads = hf.num_attention_heads
         import torch
 
-        bytes_per_param = torch.empty(0, dtype=model_config.dtype).element_size()
-        parameters = _parameter_count(hf)
-        return {"parameters": parameters, "bytes_per_param": bytes_per_param, "layers": hf.num_hidden_layers,
-                "kv_heads": getattr(hf, "num_key_value_heads", None) or heads,
-                "head_dim": getattr(hf, "head_dim", None) or hf.hidden_size // heads}
+        vc = self.llm.llm_engine.vllm_config
+        hf = vc.model_config.hf_config
+        heads = hf.num_attention_heads
+        dtype_bytes = torch.empty(0, dtype=vc.model_config.dtype).element_size()
+        linear, other = _parameter_counts(hf)
+        shape = {"parameters": linear + other, "layers": hf.num_hidden_layers,
+                 "kv_heads": getattr(hf, "num_key_value_heads", None) or heads,
+                 "head_dim": getattr(hf, "head_dim", None) or hf.hidden_size // heads,
+                 "kv_bytes_per_element": kv_element_bytes(vc.cache_config.cache_dtype, dtype_bytes)}
+        shape.update(weight_bytes(linear, other, dtype_bytes, vc.model_config.quantization,
+                                  getattr(hf, "quantization_config", None)))
+        return shape
 
     def decode_batch(self, workload: Workload) -> int:
         return min(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs, workload.num_requests)
@@ -248,13 +254,44 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _parameter_count(hf: Any) -> int:
-    """Decoder-only transformer parameters from the config (weights are in the engine process)."""
+def _parameter_counts(hf: Any) -> tuple[int, int]:
+    """Decoder-only transformer parameters from the config (weights are in the engine process): the
+    decoder layers' linear weights (what vLLM quantizes) and the rest (embeddings, norms; kept in dtype)."""
     h, inter, layers, vocab = hf.hidden_size, hf.intermediate_size, hf.num_hidden_layers, hf.vocab_size
     heads = hf.num_attention_heads
     kv = getattr(hf, "num_key_value_heads", None) or heads
     head_dim = getattr(hf, "head_dim", None) or h // heads
-    attention = h * heads * head_dim * 2 + h * kv * head_dim * 2
-    per_layer = attention + 3 * h * inter + 2 * h
+    linear = layers * (h * heads * head_dim * 2 + h * kv * head_dim * 2 + 3 * h * inter)
     embeddings = vocab * h * (1 if getattr(hf, "tie_word_embeddings", False) else 2)
-    return layers * per_layer + embeddings + h
+    return linear, embeddings + layers * 2 * h + h
+
+
+# Stored bits per linear weight of vLLM's quantization methods (scales and zero points left out).
+# A checkpoint's quantization_config "bits" (GPTQ/AWQ: 2, 3, 4 or 8) wins over this.
+QUANT_WEIGHT_BITS = {"fp8": 8, "fbgemm_fp8": 8, "ptpc_fp8": 8, "modelopt": 8, "fp_quant": 4, "modelopt_fp4": 4,
+                     "mxfp4": 4, "awq": 4, "awq_marlin": 4, "gptq": 4, "gptq_marlin": 4, "bitsandbytes": 4}
+
+
+def weight_bytes(linear: int, other: int, dtype_bytes: int, quantization: Optional[str],
+                 quant_config: Any = None) -> dict[str, Any]:
+    """Weight bytes read per decode step: quantized linear weights at their stored width, the rest
+    (embeddings, norms) in the model dtype. An unknown method gives a reason, not a wrong number."""
+    if not quantization:
+        return {"weight_bytes": (linear + other) * dtype_bytes, "weight_basis": f"model dtype ({dtype_bytes} bytes)"}
+    config = quant_config if isinstance(quant_config, dict) else {}
+    bits = config.get("bits") or config.get("w_bit") or QUANT_WEIGHT_BITS.get(quantization)
+    if config.get("load_in_8bit"):
+        bits = 8
+    if not bits:
+        return {"weight_bytes": None,
+                "reason": f"weight bytes unknown for vllm quantization {quantization!r}: add its stored bits "
+                          "to QUANT_WEIGHT_BITS (llem_bench/backends/vllm.py)"}
+    return {"weight_bytes": linear * bits / 8 + other * dtype_bytes,
+            "weight_basis": f"{quantization}: linear weights at {bits} bits, embeddings and norms at {dtype_bytes} bytes"}
+
+
+def kv_element_bytes(cache_dtype: Optional[str], dtype_bytes: int) -> int:
+    """vLLM's kv_cache_dtype: 'auto' keeps the model dtype; fp8 variants store one byte."""
+    if cache_dtype and str(cache_dtype).startswith("fp8"):
+        return 1
+    return {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}.get(str(cache_dtype), dtype_bytes)

@@ -124,6 +124,9 @@ class ZeusMeter:
         from zeus.monitor import ZeusMonitor
 
         self.handles = handles
+        # Zeus keys its energies by CUDA index; the other meters (and the sampler) by UUID. `handles`
+        # follows the order of `cuda_ordinals` (nvml_handles_for), so index i is the i-th UUID.
+        self._uuid_of = dict(zip(cuda_ordinals, handles))
         self._monitor = ZeusMonitor(gpu_indices=cuda_ordinals, approx_instant_energy=False)
         self._counter = NvmlCounterMeter(handles)  # read at the same edges, for the cross-check
         self._n = 0
@@ -136,7 +139,7 @@ class ZeusMeter:
     def end(self) -> EnergyWindow:
         measurement = self._monitor.end_window(f"llem-{self._n}", sync_execution=False)
         counter = self._counter.end()
-        per_gpu = {str(i): float(j) for i, j in measurement.gpu_energy.items()}
+        per_gpu = {self._uuid_of.get(i, str(i)): float(j) for i, j in measurement.gpu_energy.items()}
         return EnergyWindow(joules=sum(per_gpu.values()), per_gpu_joules=per_gpu, counter_joules=counter.joules)
 
     def describe(self) -> dict:

@@ -24,23 +24,29 @@ def bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:
 def decode_roofline(shape: dict[str, Any], gpu_names: list[str], batch: int, avg_context: float,
                     measured_decode_tokens_per_s: Optional[float], layer_sequential: bool = False,
                     no_measurement_reason: str = "decode throughput not measured (phases off?)") -> dict[str, Any]:
-    """`layer_sequential`: the GPUs hold consecutive layers and run one at a time (PyTorch device_map),
+    """`shape`: weight_bytes (as stored: quantized weights count at their own size), kv_bytes_per_element
+    (the KV cache dtype's), layers, kv_heads, head_dim; or a `reason` when the weight bytes are unknown.
+    `layer_sequential`: the GPUs hold consecutive layers and run one at a time (PyTorch device_map),
     so only one GPU's bandwidth counts; otherwise (tensor parallel) the bandwidths add up."""
     if not gpu_names:
         return {"fraction": None, "reason": "no GPU: the roofline is a GPU memory-bandwidth bound"}
+    if shape.get("weight_bytes") is None:
+        return {"fraction": None, "reason": shape.get("reason") or "weight bytes unknown"}
     per_gpu = [bandwidth_gbs(n) for n in gpu_names]
     if None in per_gpu:
         return {"fraction": None, "reason": f"bandwidth of {gpu_names} not in the table (llem_bench/harness/roofline.py)"}
     bandwidth = (max(per_gpu) if layer_sequential else sum(per_gpu)) * 1e9
-    weight_bytes = shape["parameters"] * shape["bytes_per_param"]
-    kv_bytes = 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * shape["bytes_per_param"] * batch * avg_context
+    weight_bytes = shape["weight_bytes"]
+    kv_bytes = (2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * shape["kv_bytes_per_element"]
+                * batch * avg_context)
     bytes_per_step = weight_bytes + kv_bytes
     bound = batch * bandwidth / bytes_per_step
     return {
         "bandwidth_gbs": bandwidth / 1e9, "gpus": gpu_names,
         "bandwidth_basis": "one GPU at a time (layers split across GPUs)" if layer_sequential and len(gpu_names) > 1
         else "sum over the GPUs", "batch": batch, "avg_context_tokens": avg_context,
-        "weight_bytes": weight_bytes, "kv_bytes_per_step": kv_bytes, "bytes_per_step": bytes_per_step,
+        "weight_bytes": weight_bytes, "weight_basis": shape.get("weight_basis"), "kv_bytes_per_step": kv_bytes,
+        "kv_bytes_per_element": shape["kv_bytes_per_element"], "bytes_per_step": bytes_per_step,
         "bound_tokens_per_s": bound, "measured_decode_tokens_per_s": measured_decode_tokens_per_s,
         "fraction": measured_decode_tokens_per_s / bound if measured_decode_tokens_per_s else None,
         "reason": None if measured_decode_tokens_per_s else no_measurement_reason,

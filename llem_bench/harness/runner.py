@@ -21,6 +21,7 @@ from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
 from llem_bench.metrics import ENERGY_METRICS, METRICS, cycle_metrics
 from llem_bench.progress import status
+from llem_bench.harness.prefix_cache import check_prefix_cache, duplicate_prompts_warning
 from llem_bench.harness.roofline import decode_roofline
 from llem_bench.stats import summarize
 from llem_bench.harness.validity import verdict
@@ -83,7 +84,9 @@ def run_experiment(
     prep_s = time.perf_counter() - prep_start
     probe = Probe(backend, measurement.sampler_interval_s)
     meter = _make_meter(meter_factory, backend, probe)
-    _warn_duplicate_prompts(workload, warnings)
+    duplicates = duplicate_prompts_warning(workload)
+    if duplicates:
+        warnings.append(duplicates)
     try:
         # Idle only serves net energy: without an energy measurement it would be waiting for nothing.
         idle_resident = _idle_resident(probe, measurement.baseline_idle_s) if meter.available else None
@@ -102,6 +105,10 @@ def run_experiment(
             requests=cycle["requests"], energy_j=cycle["energy_j"], peak_memory_mb=cycle["peak_memory_mb"],
             idle_power_w=idle_w, peak_power_w=cycle.get("peak_power_w")))
     token_check = check_tokens(config.workload.ignore_eos, workload, offline.observed_counts, warnings)
+    token_check["prefix_cache"] = check_prefix_cache(getattr(config.backend_config, "reuse_prefix_cache", None),
+                                                     offline.cached_prompt_tokens)
+    if token_check["prefix_cache"].get("flag"):
+        warnings.append(token_check["prefix_cache"]["flag"])
     metrics, unavailable = _summaries(cycles, meter.reason, idle_w is not None, samples is not None)
     net = _net_energy(metrics, cycles, idle_resident, warnings)
     for name in CV_CHECKED:
@@ -118,6 +125,7 @@ def run_experiment(
         cross_check=power.get("cross_check"), other_processes=_foreign_processes(meter),
         warmup=warmup, cycles=len(cycles), net_flag=net.get("net_flag"),
         trend=_cycle_trend([c["output_tokens_per_s"] for c in cycles]),
+        prefix_cache=token_check["prefix_cache"].get("flag"),
     )
     return ExperimentResult(
         **base_result(experiment, run_id, started_at),
@@ -203,14 +211,6 @@ def _cycle_trend(values: list[float]) -> Optional[str]:
     if (rising or falling) and abs(change) > 0.05:
         return f"output tok/s drifts {change:+.1%} monotonically over the {len(values)} cycles (not warmed up?)"
     return None
-
-
-def _warn_duplicate_prompts(workload: Workload, warnings: list[str]) -> None:
-    distinct = len({tuple(p) for p in workload.prompt_token_ids})
-    if distinct < workload.num_requests:
-        warnings.append(f"{workload.num_requests - distinct} of {workload.num_requests} prompts repeat (the prompt "
-                        "source has fewer distinct prompts): with a prefix cache (vLLM) the repeats skip prefill "
-                        "inside a pass")
 
 
 def _idle_reason(probe: Probe, seconds: float, meter: EnergyMeter) -> str:

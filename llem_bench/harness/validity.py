@@ -16,7 +16,8 @@ THROTTLE_WARN = 0.05  # share of a window's samples with a throttling reason tha
 def verdict(*, energy_available: bool, energy_reason: Optional[str], token_ok: bool, cvs: dict[str, Optional[float]],
             window_s: float, throttle_fraction: dict[str, float], cross_check: Optional[dict],
             other_processes: list[str], warmup: Optional[dict], cycles: Optional[int],
-            net_flag: Optional[str] = None, trend: Optional[str] = None) -> dict[str, Any]:
+            net_flag: Optional[str] = None, trend: Optional[str] = None,
+            prefix_cache: Optional[str] = None) -> dict[str, Any]:
     invalid, warning = [], []
     if not token_ok:
         invalid.append("token counts do not match the plan")
@@ -37,6 +38,8 @@ def verdict(*, energy_available: bool, energy_reason: Optional[str], token_ok: b
         warning.append(trend)
     if net_flag:
         warning.append(net_flag)
+    if prefix_cache:  # cache hits inside a pass: the prefill of those prompts is missing from the energy
+        warning.append(prefix_cache)
     if not energy_available:
         warning.append(f"energy unavailable: {energy_reason}")
     elif window_s < SHORT_WINDOW_S:

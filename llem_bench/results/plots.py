@@ -243,8 +243,9 @@ def _point_label(r: ExperimentResult, keys: list[str]) -> str:
 
 def scatter_figure(results: list[ExperimentResult]) -> tuple[Any, str]:
     """(figure, caption). J/token against tok/s, one series per backend, each point labelled with
-    its sweep values; log axes where a range spans more than 10x. Without energy anywhere:
-    throughput per experiment, and the caption says why."""
+    its sweep values, the 95% CI of both means as error bars, invalid results crossed out in red (an
+    invalid point must not look like a valid one); log axes where a range spans more than 10x.
+    Without energy anywhere: throughput per experiment, and the caption says why."""
     series = scatter_series(results)
     ok = _ok(results)
     keys = sweep_axes(ok)
@@ -257,8 +258,14 @@ def scatter_figure(results: list[ExperimentResult]) -> tuple[Any, str]:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=7, lw=0.8, alpha=0.85,
                     label=backend, color=f"C{i % 10}")
             for x, y, test_id in points:
-                ax.annotate(_point_label(by_id[test_id], keys), (x, y), textcoords="offset points",
-                            xytext=(6, 4), fontsize=7, color=f"C{i % 10}")
+                r = by_id[test_id]
+                ax.errorbar([x], [y], xerr=_ci_error(r, "output_tokens_per_s"),
+                            yerr=_ci_error(r, "energy_per_output_token_j"),
+                            fmt="none", ecolor=f"C{i % 10}", elinewidth=0.8, capsize=2, alpha=0.7)
+                if _invalid(r):
+                    ax.plot([x], [y], marker="x", ms=11, mew=2, color="red", ls="none")
+                ax.annotate(_point_label(r, keys) + (" (invalid)" if _invalid(r) else ""), (x, y),
+                            textcoords="offset points", xytext=(6, 4), fontsize=7, color=f"C{i % 10}")
         xs = [p[0] for pts in series.values() for p in pts]
         ys = [p[1] for pts in series.values() for p in pts]
         if max(xs) > 10 * min(xs):
@@ -273,17 +280,37 @@ def scatter_figure(results: list[ExperimentResult]) -> tuple[Any, str]:
         caption = "Energy per output token against throughput, one series per backend; lower right is better."
         if missing:
             caption += f" Not shown (no energy): {', '.join(missing)}."
+        caption += " Error bars: 95% CI over cycles."
+        invalid = [r.key for r in ok if _invalid(r) and r.mean("energy_per_output_token_j") is not None]
+        if invalid:
+            caption += f" Red crosses mark invalid results (see the validity table): {', '.join(invalid)}."
         return fig, caption
     fig, axes = _figure(7.0, 0.35 * len(ok) + 1.4)
     ax = axes[0][0]
     backends = sorted({r.backend for r in ok})
     for i, r in enumerate(ok):
-        ax.barh(i, r.mean("output_tokens_per_s"), color=f"C{backends.index(r.backend) % 10}")
+        bar = ax.barh(i, r.mean("output_tokens_per_s"), color=f"C{backends.index(r.backend) % 10}",
+                      xerr=_ci_error(r, "output_tokens_per_s"), capsize=2)[0]
+        if _invalid(r):
+            bar.set_hatch("xx")
+            bar.set_alpha(0.45)
     ax.set_yticks(range(len(ok)), [r.key for r in ok], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("output tokens/s (mean over cycles)")
     caption = f"Throughput only: energy is unavailable in every experiment ({energy_unavailable_reason(ok or results)})."
     return fig, caption
+
+
+def _invalid(r: ExperimentResult) -> bool:
+    return (r.validity or {}).get("verdict") == "invalid"
+
+
+def _ci_error(r: ExperimentResult, metric: str) -> list[list[float]]:
+    """[[below], [above]] the mean for matplotlib's xerr/yerr; zero where there is no CI (one cycle)."""
+    summary = r.metrics.get(metric)
+    if summary is None or summary.ci95_low is None:
+        return [[0.0], [0.0]]
+    return [[summary.mean - summary.ci95_low], [summary.ci95_high - summary.mean]]
 
 
 def scatter_legend_labels(results: list[ExperimentResult]) -> list[str]:

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from typing import Any, Callable, Optional
 
-from llem_bench.backends.base import Backend
+from llem_bench.backends.base import Backend, PassOutput
 from llem_bench.config.experiment import STABILITY_MIN_RUNS
 from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
@@ -29,6 +29,7 @@ class OfflineMeasurement:
     observed_counts: list[int]
     prefill: Optional[dict[str, Any]]
     latency: dict[str, Any]
+    cached_prompt_tokens: Optional[list[int]] = None  # per request of the cycles; None: not reported
 
 
 def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, probe: Probe, measurement: Any,
@@ -36,14 +37,16 @@ def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, pr
     probe.mark("warmup_start")
     warmup = _warm_up(backend, workload, measurement.warmup, warnings, progress)
     probe.mark("warmup_end")
-    cycles, observed_counts = [], []
+    cycles, observed_counts, cached = [], [], []
     for index in range(measurement.cycles):
         # said before the window opens: nothing is printed inside it
         progress(f"cycle {index + 1}/{measurement.cycles}: measuring a window of >= {measurement.min_window_s:g} s",
                  window_s=measurement.min_window_s)
-        cycle, counts = _measure_cycle(backend, workload, meter, probe, measurement.min_window_s)
+        cycle, outputs = _measure_cycle(backend, workload, meter, probe, measurement.min_window_s)
         cycles.append(cycle)
-        observed_counts.extend(counts)
+        for out in outputs:
+            observed_counts.extend(out.output_tokens)
+            cached = None if cached is None or out.cached_prompt_tokens is None else cached + out.cached_prompt_tokens
         progress(f"cycle {index + 1}/{measurement.cycles}: "
                  f"{cycle['output_tokens'] / cycle['wall_time_s']:.1f} out tok/s, {cycle['passes']} pass(es) in "
                  f"{cycle['wall_time_s']:.2f} s" + (f", {cycle['energy_j']:.1f} J" if cycle["energy_j"] is not None else ""))
@@ -52,7 +55,7 @@ def measure_offline(backend: Backend, workload: Workload, meter: EnergyMeter, pr
     latency = _optional("streaming passes", warnings, lambda: _streaming(backend, workload, measurement.latency_passes,
                                                                          cycles, warnings, progress)) \
         if measurement.latency else {"reason": "measurement.latency: false"}
-    return OfflineMeasurement(warmup, cycles, observed_counts, prefill, latency)
+    return OfflineMeasurement(warmup, cycles, observed_counts, prefill, latency, cached)
 
 
 def _warm_up(backend: Backend, workload: Workload, spec: Any, warnings: list[str],
@@ -101,9 +104,9 @@ def _settled(last3: list[float], cv_target: float) -> bool:
 
 
 def _window(backend: Backend, meter: EnergyMeter, probe: Probe, label: str, min_window_s: float,
-            one_pass: Callable[[], list[int]]) -> tuple[dict[str, Any], list[int]]:
+            one_pass: Callable[[], PassOutput]) -> tuple[dict[str, Any], list[PassOutput]]:
     """Repeat `one_pass` inside one synchronised energy window until it lasts min_window_s."""
-    counts: list[int] = []
+    outputs: list[PassOutput] = []
     passes = 0
     backend.reset_peak_memory()
     backend.synchronize()
@@ -111,7 +114,7 @@ def _window(backend: Backend, meter: EnergyMeter, probe: Probe, label: str, min_
     meter.begin()
     start = time.perf_counter()
     while True:
-        counts.extend(one_pass())
+        outputs.append(one_pass())
         passes += 1
         backend.synchronize()
         elapsed = time.perf_counter() - start
@@ -123,16 +126,16 @@ def _window(backend: Backend, meter: EnergyMeter, probe: Probe, label: str, min_
               "per_gpu_energy_j": window.per_gpu_joules}
     if window.counter_joules is not None:
         result["nvml_counter_energy_j"] = window.counter_joules
-    return result, counts
+    return result, outputs
 
 
 def _measure_cycle(backend: Backend, workload: Workload, meter: EnergyMeter, probe: Probe, min_window_s: float):
-    cycle, counts = _window(backend, meter, probe, "window", min_window_s,
-                            lambda: backend.run_pass(workload).output_tokens)
+    cycle, outputs = _window(backend, meter, probe, "window", min_window_s, lambda: backend.run_pass(workload))
+    counts = [n for out in outputs for n in out.output_tokens]
     peak_mb, _ = backend.peak_memory_mb()
     cycle.update(output_tokens=sum(counts), requests=len(counts), input_tokens=workload.input_tokens * cycle["passes"],
                  peak_memory_mb=peak_mb)
-    return cycle, counts
+    return cycle, outputs
 
 
 def _prefill_window(backend: Backend, workload: Workload, meter: EnergyMeter, probe: Probe, measurement: Any):
@@ -140,7 +143,7 @@ def _prefill_window(backend: Backend, workload: Workload, meter: EnergyMeter, pr
         return {"reason": f"the {backend.name} backend has no prefill-only pass"}
     # The same floor as the measured windows: a shorter one is dominated by the ~100 ms counter steps.
     window, _ = _window(backend, meter, probe, "prefill", measurement.min_window_s,
-                        lambda: backend.run_prefill_pass(workload).output_tokens)
+                        lambda: backend.run_prefill_pass(workload))
     return window
 
 

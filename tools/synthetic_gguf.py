@@ -12,8 +12,9 @@ it stops with "BPE pre-tokenizer was not recognized". Its pre-tokenizer is HF's 
 default regex, which is GPT-2's: for an unrecognised hash this names it "gpt-2" and nothing else.
 Prompts go to the server as token ids anyway, so the pre-tokenizer only matters for text prompts.
 
-Needs what the converter imports: torch, transformers, numpy, and sentencepiece (the Llama converter
-tries a SentencePiece vocabulary first); gguf comes from llama.cpp's own gguf-py folder.
+The Llama converter tries a SentencePiece vocabulary first and imports sentencepiece to find out
+there is none (no tokenizer.model); that answer is given here before the import, so the converter
+needs only what llem-bench's venv has (torch, transformers, numpy) and llama.cpp's own gguf-py folder.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("llama_cpp", type=Path, help="llama.cpp source folder (has convert_hf_to_gguf.py)")
     parser.add_argument("--model", default="synthetic:tiny", help="a synthetic: model (default synthetic:tiny)")
-    parser.add_argument("--outtype", default="f32", help="converter --outtype: f32 (the tiny shape's dtype), f16, bf16, q8_0")
+    parser.add_argument("--outtype", default="f32",
+                        help="converter --outtype: f32 (the tiny shape's dtype), f16, bf16, q8_0")
     args = parser.parse_args(argv)
 
     from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
@@ -56,6 +58,14 @@ def main(argv: list[str] | None = None) -> Path:
             return "gpt-2"
 
     TextModel.get_vocab_base_pre = pre_tokenizer
+    sentencepiece = TextModel._create_vocab_sentencepiece
+
+    def no_sentencepiece(self):  # the converter's own answer, given before it imports sentencepiece
+        if not (self.dir_model / "tokenizer.model").is_file():
+            raise FileNotFoundError(f"File not found: {self.dir_model / 'tokenizer.model'}")
+        return sentencepiece(self)
+
+    TextModel._create_vocab_sentencepiece = no_sentencepiece
     import convert_hf_to_gguf
 
     sys.argv = [str(converter), str(checkpoint), "--outfile", str(out), "--outtype", args.outtype]

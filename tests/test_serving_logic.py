@@ -11,6 +11,7 @@ import pytest
 from llem_bench.config import ConfigError
 from llem_bench.config.serving import LengthSpec, ServingConfig
 from llem_bench.config.study import parse_study
+from llem_bench.scenarios.serving import cache_hits
 from llem_bench.serving.arrivals import arrival_offsets
 from llem_bench.serving.client import RequestRecord, _count, parse_prometheus
 from llem_bench.serving.window import (mean_level, stationarity, steady_window, step_series, tokens_between,
@@ -192,6 +193,29 @@ def test_usage_counts_tokens_per_event_including_multi_token_chunks():
     assert counted == 5 and record.first_token == 1.0
     assert record.chunk_times == [1.0, 1.1, 1.2] and record.chunk_tokens == [1, 2, 2]
 
+
+
+def test_usage_only_in_the_last_event_as_llama_cpp_streams_it():
+    # llama-server: one text event per token without usage, then a final event with usage (and the
+    # prompt tokens it served from its cache); the usage total stays the count
+    record = RequestRecord(0, 4, 3, 0.0)
+    counted = 0
+    for t in (1.0, 1.1, 1.2):
+        counted = _count({"choices": [{"text": "x", "finish_reason": None}]}, counted, record, t)
+    usage = {"completion_tokens": 3, "prompt_tokens": 4, "prompt_tokens_details": {"cached_tokens": 0}}
+    counted = _count({"choices": [{"text": "", "finish_reason": "length"}], "usage": usage}, counted, record, 1.3)
+    assert counted == 3 and record.chunk_tokens == [1, 1, 1] and record.cached_prompt_tokens == 0
+
+
+def test_cache_hits_are_summed_only_when_every_request_reports_them():
+    records = [RequestRecord(i, 4, 3, 0.0) for i in range(3)]
+    assert cache_hits(records) == {}  # vLLM without --enable-prompt-tokens-details: unknown, not zero
+    for record, cached in zip(records, (0, 3, 2)):
+        record.cached_prompt_tokens = cached
+    assert cache_hits(records) == {"cached_prompt_tokens": 5, "requests_with_hits": 2,
+                                   "checked_by": "usage.prompt_tokens_details.cached_tokens of every request"}
+    records[0].cached_prompt_tokens = None
+    assert cache_hits(records) == {}
 
 def test_prometheus_gauges_summed_over_labels():
     text = ('# HELP x\nvllm:num_requests_running{engine="0",model_name="m"} 3.0\n'

@@ -66,13 +66,11 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
             raise RuntimeError(f"warmup request failed: {failed[0]}")
         warm = {"requests": serving.warmup_requests, "wall_time_s": round(time.perf_counter() - start, 3)}
     # Identical prompts in the previous experiment (same seed, same server) must not hit the cache.
-    if getattr(config.vllm, "reuse_prefix_cache", False):
+    reuse = getattr(config.vllm, "reuse_prefix_cache", False)
+    if reuse:
         prefix = {"reset": False, "reason": "vllm.reuse_prefix_cache: true"}
     else:
         prefix = backend.reset_prefix_cache()
-        if not prefix["reset"]:
-            warnings.append(f"prefix cache not reset before the run ({prefix['reason']}): prompts an earlier "
-                            "experiment sent to this engine may hit it")
     progress(f"{len(plan)} requests, {_load_text(config)}")
     probe.mark("run_start")
     meter.begin()
@@ -90,7 +88,26 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(plan)} requests failed, e.g. request {failed[0].index}: "
                            f"{failed[0].error}")
+    if not reuse and not prefix["reset"]:  # checked, where the server reports its cache hits
+        prefix.update(cache_hits(load.records))
+        if prefix.get("cached_prompt_tokens") is None:
+            warnings.append(f"prefix cache not reset before the run ({prefix['reason']}): prompts an earlier "
+                            "experiment sent to this engine may hit it")
+        elif prefix["cached_prompt_tokens"]:
+            warnings.append(f"prefix cache not reset before the run ({prefix['reason']}): the server reports "
+                            f"{prefix['cached_prompt_tokens']} prompt tokens of {prefix['requests_with_hits']} "
+                            "requests served from its cache, prefill the run did not do")
     return {"plan": plan, "load": load, "warmup": warm, "total_energy": total_energy, "prefix_cache": prefix}
+
+
+def cache_hits(records: list[RequestRecord]) -> dict[str, Any]:
+    """Prompt tokens the server says came from its prefix cache (usage.prompt_tokens_details.cached_tokens),
+    so a cache that could not be reset is checked instead of assumed; {} when a request lacks the field."""
+    reported = [r.cached_prompt_tokens for r in records]
+    if not reported or None in reported:
+        return {}
+    return {"cached_prompt_tokens": sum(reported), "requests_with_hits": sum(1 for n in reported if n),
+            "checked_by": "usage.prompt_tokens_details.cached_tokens of every request"}
 
 
 def _load_text(config: Any) -> str:
@@ -393,7 +410,8 @@ def _gauge_summary(scrapes: list[dict[str, Any]], window: dict[str, Any]) -> dic
         return {"reason": "no /metrics scrapes (serving.scrape_interval_s: 0 or the server has none)"}
     inside = [s for s in scrapes if window.get("start") is not None and window["start"] <= s["t"] <= window["end"]]
     out: dict[str, Any] = {"scrapes": len(scrapes), "in_window": len(inside)}
-    for key in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
+    for key in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                "llamacpp:requests_processing", "llamacpp:requests_deferred"):
         values = [s[key] for s in inside if key in s]
         if values:
             out[key] = {"mean": sum(values) / len(values), "max": max(values), "min": min(values)}

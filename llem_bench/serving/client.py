@@ -32,6 +32,7 @@ class RequestRecord:
     chunk_times: list[float] = field(default_factory=list)  # one per event that carried tokens
     chunk_tokens: list[int] = field(default_factory=list)
     output_tokens: int = 0  # the server's count (usage), else the events with text
+    cached_prompt_tokens: Optional[int] = None  # usage.prompt_tokens_details.cached_tokens, if reported
     engine_queue_ms: Optional[float] = None  # in-process engine only: scheduled - queued (vLLM's stamps)
     error: Optional[str] = None
 
@@ -115,6 +116,9 @@ def _count(event: dict[str, Any], counted: int, record: RequestRecord, arrived: 
         raise RuntimeError(f"server error in stream: {event['error']}")
     usage = event.get("usage") or {}
     total = usage.get("completion_tokens")
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    if isinstance(cached, int):  # llama.cpp always; vLLM with --enable-prompt-tokens-details
+        record.cached_prompt_tokens = cached
     texts = [c for c in event.get("choices") or [] if c.get("text") or c.get("token_ids")]
     new = (total - counted) if isinstance(total, int) else len(texts)
     if new > 0:
@@ -272,7 +276,8 @@ def http_sender(base_url: str, make_payload: Callable[[PlannedRequest], dict]) -
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)", re.M)
 WANTED = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:request_queue_time_seconds_sum",
-          "vllm:request_queue_time_seconds_count", "vllm:kv_cache_usage_perc")
+          "vllm:request_queue_time_seconds_count", "vllm:kv_cache_usage_perc",
+          "llamacpp:requests_processing", "llamacpp:requests_deferred")  # llama-server --metrics
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the H200, in one call (one machine): PyTorch A/A at batch 8 and 64 (studies/h200-noise.yaml, two
-# runs of identical code back to back), then the gate on them. Uses the pydantic of the vLLM bundle
-# when an earlier call of this warm machine installed it in /tmp/site (gpu-run.sh installs it).
+# runs of identical code back to back), then the gate on them. Needs pydantic: the vLLM bundle an earlier
+# call of this warm machine installed in /tmp/site, or its four pydantic wheels carried in .gpu-carry/base.
 #   bash reports/reference/h200-noise/gpu-aa-pytorch.sh
 set -uo pipefail
 here=reports/reference/h200-noise

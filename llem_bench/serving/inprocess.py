@@ -110,7 +110,7 @@ class AsyncEngineBackend:
             return {"reset": True, "method": "AsyncLLM.reset_prefix_cache"}
         return {"reset": False, "reason": "AsyncLLM.reset_prefix_cache returned false"}
 
-    def check_alive(self) -> None:
+    def check_alive(self, grace_s: float = 0.0) -> None:
         if self.engine is not None and getattr(self.engine, "errored", False):
             raise RuntimeError("the vLLM async engine is dead (AsyncLLM.errored)")
 

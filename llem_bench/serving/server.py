@@ -162,7 +162,14 @@ class ServerBackend:
             time.sleep(1)  # blocks still held by finishing requests
         return {"reset": False, "reason": "the server refused to reset its prefix cache 5 times"}
 
-    def check_alive(self) -> None:
+    def check_alive(self, grace_s: float = 0.0) -> None:
+        """Raise ServerDied with the log tail if the server has exited; grace_s waits for an exit that
+        failed requests suggest (a dying server drops its connections before its process is reaped)."""
+        if self.proc is not None and grace_s > 0:
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc is not None and self.proc.poll() is not None:
             raise ServerDied(f"server exited with code {self.proc.returncode}\n{self.log_tail()}")
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -70,13 +71,53 @@ def spread(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "sd": sd, "cv": sd / mean if sd is not None else None, "values": values}
 
 
+SIDES = ("suite-on", "suite-off", "loop")
+LOG_LINE = re.compile(r"^overhead: repeat (\d+) (suite-on|suite-off|loop): ([0-9.]+) tok/s$", re.M)
+
+
+def summarise(runs: list[dict[str, Any]], args: argparse.Namespace, test_id: Optional[str]) -> dict[str, Any]:
+    """Spread per side and paired ratios over the repeats every side completed."""
+    done = sorted({r["repeat"] for r in runs if all(any(x["repeat"] == r["repeat"] and x["side"] == s for x in runs)
+                                                    for s in SIDES)})
+    tps = {s: [next(x["output_tokens_per_s"] for x in runs if x["repeat"] == k and x["side"] == s) for k in done]
+           for s in SIDES}
+    summary: dict[str, Any] = {"study": args.study, "test_id": test_id, "repeats_asked": args.repeats,
+                               "repeats_complete": len(done), "seed": args.seed}
+    if done:
+        summary.update({
+            "tokens_per_s": {s: spread(v) for s, v in tps.items()},
+            "suite_on_vs_loop": ratio_ci(list(zip(tps["suite-on"], tps["loop"]))),
+            "suite_on_vs_off": ratio_ci(list(zip(tps["suite-on"], tps["suite-off"]))),
+            "suite_off_vs_loop": ratio_ci(list(zip(tps["suite-off"], tps["loop"]))),
+        })
+    return {**summary, "runs": runs}
+
+
+def write(out: Path, summary: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overhead.json").write_text(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="a study with one vLLM experiment (the first is used)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loop-warmup-passes", type=int, default=None,
+                        help="warmup passes of the minimal loop (default: the study's warmup.max_runs, so the "
+                             "loop is never less warmed up than the suite, whose warmup stops at the first stable pair)")
+    parser.add_argument("--from-log", metavar="LOG", help="rebuild overhead.json from the 'overhead: repeat' lines of "
+                        "an earlier run's log (e.g. one cut by a time limit) instead of measuring")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.from_log:
+        runs = [{"repeat": int(k), "side": side, "output_tokens_per_s": float(v), "from_log": args.from_log}
+                for k, side, v in LOG_LINE.findall(Path(args.from_log).read_text())]
+        summary = summarise(runs, args, None)
+        write(out, summary)
+        print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
+        return
     _, experiments = load_study(args.study)
     on = experiments[0]
     off = monitors_off(on)
@@ -85,36 +126,27 @@ def main() -> None:
     print(f"overhead: engine loaded in {load_s:.0f} s", file=sys.stderr, flush=True)
     workload = prepare_workload(on.config.workload, backend.tokenizer)
     measurement = on.config.measurement
+    loop_warmup = args.loop_warmup_passes if args.loop_warmup_passes is not None else measurement.warmup.max_runs
     rng = random.Random(args.seed)
     runs: list[dict[str, Any]] = []
     for repeat in range(1, args.repeats + 1):
-        order = ["suite-on", "suite-off", "loop"]
+        order = list(SIDES)
         rng.shuffle(order)
         for side in order:
             if side == "loop":
                 row = loop.measure(backend.llm, workload.prompt_token_ids, workload.output_tokens,
                                    min_window_s=measurement.min_window_s, windows=measurement.cycles,
-                                   warmup_passes=2, counter=loop.nvml_counter())
+                                   warmup_passes=loop_warmup, counter=loop.nvml_counter())
                 row["cycles"] = [w["output_tokens_per_s"] for w in row.pop("windows")]
             else:
                 backend.configure(on.config)
                 row = suite(on if side == "suite-on" else off, backend)
             runs.append({"repeat": repeat, "side": side, **row})
             print(f"overhead: repeat {repeat} {side}: {row['output_tokens_per_s']:.1f} tok/s", file=sys.stderr, flush=True)
+            write(out, summarise(runs, args, on.test_id))  # a run cut by a time limit keeps what it measured
     pool.close()
-    by_side = {s: [r for r in runs if r["side"] == s] for s in ("suite-on", "suite-off", "loop")}
-    tps = {s: [r["output_tokens_per_s"] for r in rows] for s, rows in by_side.items()}
-    summary = {
-        "study": args.study, "test_id": on.test_id, "repeats": args.repeats, "seed": args.seed,
-        "tokens_per_s": {s: spread(v) for s, v in tps.items()},
-        "suite_on_vs_loop": ratio_ci(list(zip(tps["suite-on"], tps["loop"]))),
-        "suite_on_vs_off": ratio_ci(list(zip(tps["suite-on"], tps["suite-off"]))),
-        "suite_off_vs_loop": ratio_ci(list(zip(tps["suite-off"], tps["loop"]))),
-        "runs": runs,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overhead.json").write_text(json.dumps(summary, indent=1))
+    summary = summarise(runs, args, on.test_id)
+    write(out, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
 
 

@@ -62,6 +62,7 @@ def test_llama_server_serves_the_study_at_exact_lengths_without_cache_hits(serve
                 run_id="r", started_at="t", model_reused=reused, load_s=load_s, timeseries_dir=tmp_path)
             assert_sound(result)  # status ok, every request exactly its planned length, tok/s > 0
             assert result.token_check["requests"] == 24 and result.token_check["requests_off_plan"] == 0
+            assert result.token_check["counted_by"] == {"usage": 24}  # the final event's usage reconciles the count
             assert result.effective["served_model"] == "llem"
             # no POST /reset_prefix_cache on llama-server: checked through its usage instead, and the
             # study's --no-cache-prompt --cache-ram 0 leave nothing to hit

@@ -192,7 +192,15 @@ def test_usage_counts_tokens_per_event_including_multi_token_chunks():
     counted = _count({"choices": [], "usage": {"completion_tokens": 5}}, counted, record, 1.3)  # usage-only tail
     assert counted == 5 and record.first_token == 1.0
     assert record.chunk_times == [1.0, 1.1, 1.2] and record.chunk_tokens == [1, 2, 2]
+    assert record.counted_by == "usage"
 
+
+def test_a_count_without_usage_says_it_counted_events():
+    record = RequestRecord(0, 4, 2, 0.0)
+    counted = 0
+    for t in (1.0, 1.1):
+        counted = _count({"choices": [{"text": "x"}]}, counted, record, t)
+    assert counted == 2 and record.counted_by is None  # the stream's end sets "events" (no usage seen)
 
 
 def test_usage_only_in_the_last_event_as_llama_cpp_streams_it():
@@ -205,6 +213,7 @@ def test_usage_only_in_the_last_event_as_llama_cpp_streams_it():
     usage = {"completion_tokens": 3, "prompt_tokens": 4, "prompt_tokens_details": {"cached_tokens": 0}}
     counted = _count({"choices": [{"text": "", "finish_reason": "length"}], "usage": usage}, counted, record, 1.3)
     assert counted == 3 and record.chunk_tokens == [1, 1, 1] and record.cached_prompt_tokens == 0
+    assert record.counted_by == "usage"
 
 
 def test_cache_hits_are_summed_only_when_every_request_reports_them():

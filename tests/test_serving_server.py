@@ -50,6 +50,7 @@ def test_generic_server_runs_each_request_to_its_planned_length_and_is_stopped(t
         pid = backend.proc.pid
         assert result.status == "ok"
         assert result.token_check["ok"] and result.token_check["requests"] == 12
+        assert result.token_check["counted_by"] == {"usage": 12}  # the server's own completion_tokens
         assert result.effective["served_model"] == "tiny" and result.effective["started_here"]
         assert result.metrics["ttft_ms_p50"].mean > 0 and result.metrics["itl_ms_p50"].mean > 0
         assert result.serving["window"]["b"] == 3  # the closed loop's plateau
@@ -93,6 +94,7 @@ def test_load_generator_spread_over_processes_gets_every_request(tmp_path):
     try:
         backend, result = run(experiment(tmp_path, client_processes=2), pool, tmp_path)
         assert result.status == "ok" and result.token_check["ok"] and result.token_check["requests"] == 12
+        assert result.token_check["counted_by"] == {"usage": 12}  # records came back from the spawned processes
         assert result.serving["client"]["processes"] == 2 and len(result.serving["client"]["process_cpu_s"]) == 2
     finally:
         pool.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -178,7 +179,10 @@ def token_check(records: list[RequestRecord], ignore_eos: bool, warnings: list[s
     off = [r for r in records if r.output_tokens != r.planned_output_tokens]
     check = {"expected": "each request's planned output length", "requests": len(records),
              "requests_off_plan": len(off), "enforced": ignore_eos,
-             "examples": [{"index": r.index, "planned": r.planned_output_tokens, "got": r.output_tokens} for r in off[:5]]}
+             "examples": [{"index": r.index, "planned": r.planned_output_tokens, "got": r.output_tokens} for r in off[:5]],
+             # where each count came from: the server's usage, the engine's own outputs, or (a server that
+             # sends no usage) one token per streamed event with text, which undercounts multi-token events
+             "counted_by": dict(Counter(r.counted_by or "none" for r in records))}
     if off and ignore_eos:
         warnings.append(f"{len(off)} of {len(records)} requests did not generate their planned output length "
                         f"(e.g. request {off[0].index}: {off[0].output_tokens} of {off[0].planned_output_tokens})")

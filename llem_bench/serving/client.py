@@ -32,6 +32,7 @@ class RequestRecord:
     chunk_times: list[float] = field(default_factory=list)  # one per event that carried tokens
     chunk_tokens: list[int] = field(default_factory=list)
     output_tokens: int = 0  # the server's count (usage), else the events with text
+    counted_by: Optional[str] = None  # "usage" (the server's completion_tokens), "events" (no usage sent), "engine"
     cached_prompt_tokens: Optional[int] = None  # usage.prompt_tokens_details.cached_tokens, if reported
     engine_queue_ms: Optional[float] = None  # in-process engine only: scheduled - queued (vLLM's stamps)
     error: Optional[str] = None
@@ -107,6 +108,7 @@ class Endpoint:
             if record.finished is None:
                 record.error = "stream ended without [DONE]"
             record.output_tokens = counted
+            record.counted_by = record.counted_by or "events"
         finally:
             writer.close()
 
@@ -120,6 +122,8 @@ def _count(event: dict[str, Any], counted: int, record: RequestRecord, arrived: 
     if isinstance(cached, int):  # llama.cpp always; vLLM with --enable-prompt-tokens-details
         record.cached_prompt_tokens = cached
     texts = [c for c in event.get("choices") or [] if c.get("text") or c.get("token_ids")]
+    if isinstance(total, int):
+        record.counted_by = "usage"
     new = (total - counted) if isinstance(total, int) else len(texts)
     if new > 0:
         if record.first_token is None:

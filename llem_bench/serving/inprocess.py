@@ -95,7 +95,7 @@ class AsyncEngineBackend:
                 if out.finished:
                     record.finished = arrived
                     final = out
-            record.output_tokens = counted
+            record.output_tokens, record.counted_by = counted, "engine"
             metrics = getattr(final, "metrics", None)
             queued, scheduled = getattr(metrics, "queued_ts", 0.0), getattr(metrics, "scheduled_ts", 0.0)
             if queued and scheduled:

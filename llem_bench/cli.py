@@ -74,8 +74,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             metric, _, limit = text.partition(":")
             direction = "max_decrease" if limit.startswith("-") else "max_increase"
             specs[metric] = GateSpec(**{direction: limit.lstrip("+-")})
+        pair = None
+        if args.pair:
+            base_id, sep, cand_id = args.pair.partition("=")
+            if not (sep and base_id and cand_id):
+                raise ValueError(f"--pair {args.pair!r}: expected BASELINE_ID=CANDIDATE_ID (test ids without -rN)")
+            pair = (base_id, cand_id)
         comparison = compare_runs(base, cand, gates_from(specs or None, args.default_threshold),
-                                  on_inconclusive=args.on_inconclusive, allow_invalid=args.allow_invalid)
+                                  on_inconclusive=args.on_inconclusive, allow_invalid=args.allow_invalid, pair=pair)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     text = render_comparison_markdown(comparison)
@@ -237,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a gated metric the comparison cannot decide fails the gate (default) or warns")
     compare.add_argument("--allow-invalid", action="store_true",
                          help="compare results whose validity verdict is 'invalid' (with a warning) instead of failing")
+    compare.add_argument("--pair", metavar="BASELINE_ID=CANDIDATE_ID",
+                         help="compare only these two experiments (test ids without -rN), which may differ in "
+                              "settings: two experiments of one run, e.g. in-process against server mode")
     compare.add_argument("--out", help="also write the comparison markdown here")
     compare.set_defaults(func=cmd_compare)
     export = sub.add_parser("export", help="export a run for other tools")

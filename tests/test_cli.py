@@ -56,3 +56,29 @@ def test_export_writes_every_format(quickstart_run, tmp_path, capsys):
 def test_compare_with_a_bad_path_exits_2(capsys, tmp_path):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+# The committed H200 serving run: in-process and server mode at 32 req/s, one run each.
+CONSISTENCY = "reports/reference/h200-serving/runs/h200-serving-consistency"
+INPROCESS = "vllm-llama-1b-bf16-serving-rate_32-engine_inprocess-8cbb8a"
+SERVER = "vllm-llama-1b-bf16-serving-rate_32-engine_server-0b1f84"
+
+
+def test_compare_pair_sets_two_experiments_of_one_run_side_by_side(capsys):
+    from pathlib import Path
+
+    run = str(Path(__file__).resolve().parents[1] / CONSISTENCY)
+    assert main(["compare", run, run, "--pair", f"{INPROCESS}={SERVER}"]) == 1  # one run per side: undecided
+    captured = capsys.readouterr()
+    assert f"## {SERVER}" in captured.out and "-1.1%" in captured.out  # tok/s, as the README says
+    assert "serving.engine: 'inprocess' -> 'server'" in captured.err and "GATE: FAIL (2 inconclusive)" in captured.err
+
+
+def test_compare_pair_names_the_experiments_a_side_has(capsys):
+    from pathlib import Path
+
+    run = str(Path(__file__).resolve().parents[1] / CONSISTENCY)
+    assert main(["compare", run, run, "--pair", f"{INPROCESS}=nope"]) == 2
+    assert "no experiment 'nope' in the candidate; it has: " in capsys.readouterr().err
+    assert main(["compare", run, run, "--pair", INPROCESS]) == 2
+    assert "expected BASELINE_ID=CANDIDATE_ID" in capsys.readouterr().err

@@ -219,7 +219,7 @@ def _power_note(c: MetricComparison) -> str:
 class ExperimentComparison:
     test_id: str                    # the candidate's test id
     base_test_id: str
-    matched_by: str                 # "test_id" | "config_hash"
+    matched_by: str                 # "test_id" | "config_hash" | "--pair"
     metrics: dict[str, MetricComparison] = field(default_factory=dict)
     gated: dict[str, bool] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)   # metric -> why not compared
@@ -414,15 +414,25 @@ def _compare_pair(b_runs: list[ExperimentResult], c_runs: list[ExperimentResult]
     return exp
 
 
+def _chosen_pair(base: Side, cand: Side, pair: tuple[str, str]):
+    """One experiment of each side, named by the user (two settings of one run, e.g. in-process against
+    server mode); the names are test ids without the repeat suffix."""
+    for side, name, which in ((base, pair[0], "baseline"), (cand, pair[1], "candidate")):
+        if name not in side:
+            raise ValueError(f"--pair: no experiment {name!r} in the {which}; it has: {', '.join(sorted(side))}")
+    return [(base[pair[0]], cand[pair[1]], "--pair")], [], []
+
+
 def compare_runs(base: Side, cand: Side, gates: Optional[dict[str, float]] = None, default_pct: float = 5.0,
-                 on_inconclusive: str = "fail", allow_invalid: bool = False) -> Comparison:
-    """Match experiments by test_id (then config_hash) and compare every metric over the repeats of both
-    sides. `gates` (from gates_from) says which metrics can fail the comparison and by how much; the others
-    use default_pct and only report."""
+                 on_inconclusive: str = "fail", allow_invalid: bool = False,
+                 pair: Optional[tuple[str, str]] = None) -> Comparison:
+    """Match experiments by test_id (then config_hash), or compare only the `pair` (baseline id, candidate
+    id) named, and compare every metric over the repeats of both sides. `gates` (from gates_from) says which
+    metrics can fail the comparison and by how much; the others use default_pct and only report."""
     gates = gates_from(None, default_pct) if gates is None else gates
     if on_inconclusive not in ON_INCONCLUSIVE:
         raise ValueError(f"on_inconclusive: expected fail or warn, got {on_inconclusive!r}")
-    pairs, only_b, only_c = _match(base, cand)
+    pairs, only_b, only_c = _chosen_pair(base, cand, pair) if pair else _match(base, cand)
     warnings: list[str] = []
     experiments = []
     for b_runs, c_runs, how in pairs:

@@ -77,10 +77,9 @@ LOG_LINE = re.compile(r"^overhead: repeat (\d+) (suite-on|suite-off|loop): ([0-9
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace, test_id: Optional[str]) -> dict[str, Any]:
     """Spread per side and paired ratios over the repeats every side completed."""
-    done = sorted({r["repeat"] for r in runs if all(any(x["repeat"] == r["repeat"] and x["side"] == s for x in runs)
-                                                    for s in SIDES)})
-    tps = {s: [next(x["output_tokens_per_s"] for x in runs if x["repeat"] == k and x["side"] == s) for k in done]
-           for s in SIDES}
+    measured = {(r["repeat"], r["side"]): r["output_tokens_per_s"] for r in runs}
+    done = sorted({k for k, _ in measured if all((k, s) in measured for s in SIDES)})
+    tps = {s: [measured[k, s] for k in done] for s in SIDES}
     summary: dict[str, Any] = {"study": args.study, "test_id": test_id, "repeats_asked": args.repeats,
                                "repeats_complete": len(done), "seed": args.seed}
     if done:
@@ -110,6 +109,8 @@ def main() -> None:
                         "an earlier run's log (e.g. one cut by a time limit) instead of measuring")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: needs at least 1 (5 or more to bound a few percent)")
     out = Path(args.out)
     if args.from_log:
         runs = [{"repeat": int(k), "side": side, "output_tokens_per_s": float(v), "from_log": args.from_log}
@@ -143,10 +144,9 @@ def main() -> None:
                 row = suite(on if side == "suite-on" else off, backend)
             runs.append({"repeat": repeat, "side": side, **row})
             print(f"overhead: repeat {repeat} {side}: {row['output_tokens_per_s']:.1f} tok/s", file=sys.stderr, flush=True)
-            write(out, summarise(runs, args, on.test_id))  # a run cut by a time limit keeps what it measured
+            summary = summarise(runs, args, on.test_id)
+            write(out, summary)  # after every side: a run cut by a time limit keeps what it measured
     pool.close()
-    summary = summarise(runs, args, on.test_id)
-    write(out, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
 
 

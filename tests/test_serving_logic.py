@@ -238,3 +238,11 @@ def test_pareto_front_keeps_only_undominated_points():
 
     points = [(1.0, 5.0), (2.0, 2.0), (3.0, 3.0), (4.0, 1.0)]
     assert pareto_front(points) == [(1.0, 5.0), (2.0, 2.0), (4.0, 1.0)]
+
+
+def test_step_budget_read_from_a_vllm_server_log():
+    from llem_bench.serving.server import logged_scheduler
+
+    log = "INFO 12-03 15:51:31 [scheduler.py:252] Chunked prefill is enabled with max_num_batched_tokens=16384.\n"
+    assert logged_scheduler(log) == {"max_num_batched_tokens": 16384}
+    assert logged_scheduler("llama.cpp: server is listening\n") == {}

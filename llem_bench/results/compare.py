@@ -344,6 +344,13 @@ def other_machine(b: ExperimentResult, c: ExperimentResult) -> Optional[str]:
     return "; ".join(reasons) or None
 
 
+# Settings an engine resolves itself where a study leaves them unset, with defaults that differ by entry
+# point (vLLM's offline LLM, its AsyncLLM and its server): a pair that differs here is not like for like.
+ENGINE_SETTINGS = ("scheduler.max_num_batched_tokens", "scheduler.max_num_seqs", "scheduler.enable_chunked_prefill",
+                   "scheduler.async_scheduling", "model.enforce_eager", "compilation.mode", "compilation.cudagraph_mode",
+                   "cache.enable_prefix_caching", "cache.cache_dtype", "cache.block_size")
+
+
 def _pair_warnings(b: ExperimentResult, c: ExperimentResult) -> list[str]:
     """Environment, resolved-config and prompt-set differences between a matched pair."""
     _, reasons = comparable(b, c)
@@ -355,6 +362,12 @@ def _pair_warnings(b: ExperimentResult, c: ExperimentResult) -> list[str]:
                if cb.get(k) != cc.get(k) and k not in run_level]
     if changed:
         warnings.append(f"CONFIG DIFFERS for {c.test_id}: " + ", ".join(changed))
+    eb, ec = _flat(b.effective or {}), _flat(c.effective or {})
+    resolved = [f"{k}: {eb[k]!r} -> {ec[k]!r}" for k in ENGINE_SETTINGS
+                if eb.get(k) is not None and ec.get(k) is not None and eb[k] != ec[k]]
+    if resolved:
+        warnings.append(f"ENGINE SETTINGS DIFFER for {c.test_id} (as the engines resolved them, not as the study set "
+                        "them): " + ", ".join(resolved))
     if b.workload.get("fingerprint") != c.workload.get("fingerprint"):
         warnings.append(f"WORKLOAD DIFFERS for {c.test_id}: prompt fingerprint {b.workload.get('fingerprint')} "
                         f"vs {c.workload.get('fingerprint')}")

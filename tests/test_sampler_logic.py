@@ -253,3 +253,13 @@ def test_zeus_per_gpu_energy_is_keyed_by_uuid_like_the_other_meters(monkeypatch)
     window = meter.end()
     assert window.per_gpu_joules == {"uuid-a": 10.0, "uuid-b": 5.0} and window.joules == 15.0
     assert window.counter_joules == pytest.approx(15.1)
+
+
+def test_serving_segment_carries_the_windows_throttling_and_temperature():
+    """A serving segment reports what an offline window reports (the report's power table reads them)."""
+    from llem_bench.scenarios.serving import energy_between
+
+    s = two_gpu_samples()
+    segment = energy_between(s, s.mark_time("window_start"), s.mark_time("window_end"), None)
+    assert segment["throttle_reasons"] == ["sw_power_cap"] and segment["max_temperature_c"] == 70
+    assert set(segment["throttle_fraction"]) == {"sw_power_cap"}

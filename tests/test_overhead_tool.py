@@ -28,3 +28,14 @@ def test_summary_from_a_cut_log_uses_only_complete_repeats(tmp_path):
     on_vs_loop = summary["suite_on_vs_loop"]
     assert abs(on_vs_loop["mean"] - 0.2) < 1e-9 and on_vs_loop["n"] == 2 and len(on_vs_loop["ci95"]) == 2
     assert len(summary["runs"]) == 7  # every line kept, the incomplete repeat too
+
+
+def test_host_cpu_split_from_two_proc_stat_readings():
+    sys.path.insert(0, str(REPO / "tools"))
+    from vllm_overhead import host_cpu_split, host_cpu_times
+
+    # user nice system idle iowait irq softirq steal: 100 jiffies, 50 idle + 10 iowait, 20 stolen
+    split = host_cpu_split([0] * 8, [10, 0, 10, 50, 10, 0, 0, 20])
+    assert split["host_busy_share"] == 0.4 and split["host_steal_share"] == 0.2
+    assert host_cpu_split(None, [1] * 8) == {"host_cpu": "unavailable (no /proc/stat)"}
+    assert len(host_cpu_times() or []) >= 8  # this Linux host has it

@@ -7,7 +7,11 @@ repeat runs, in a seeded shuffled order:
   loop       tools/vllm_minimal_loop.py's measure(): plain LLM.generate, the same token ids and the
              same window rule, the NVML counter read at the window edges and nothing else
 and the tool reports each side's tok/s over repeats (mean, SD, CV), the ratios suite-on/loop and
-suite-on/suite-off with a 95% CI over the paired repeats (Student t).
+suite-on/suite-off with a 95% CI over the paired repeats (Student t). Beside each side it records the
+machine's state, read outside the windows: the host's CPU time split over the side (busy, and steal: a
+VM's CPU taken by its neighbours), and the GPU's SM clock, temperature and throttle reasons at the side's
+end. runs/overhead-3 saw every side's throughput switch between two levels; these say which state each
+side ran in.
 
     python tools/vllm_overhead.py --study studies/h200-overhead.yaml --repeats 5 --out DIR
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -69,6 +74,42 @@ def spread(values: list[float]) -> dict[str, Any]:
     mean = statistics.mean(values)
     sd = statistics.stdev(values) if len(values) > 1 else None
     return {"mean": mean, "sd": sd, "cv": sd / mean if sd is not None else None, "values": values}
+
+
+def host_cpu_times() -> Optional[list[int]]:
+    """The host's aggregate CPU times from /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def host_cpu_split(before: Optional[list[int]], after: Optional[list[int]]) -> dict[str, Any]:
+    """Busy and steal shares of the host's CPU time between two /proc/stat readings."""
+    if not before or not after:
+        return {"host_cpu": "unavailable (no /proc/stat)"}
+    delta = [a - b for a, b in zip(after, before)]
+    total = sum(delta[:8]) or 1
+    idle = delta[3] + delta[4]
+    return {"host_busy_share": round(1 - idle / total, 4), "host_steal_share": round(delta[7] / total, 4)
+            if len(delta) > 7 else None, "loadavg_1m": os.getloadavg()[0]}
+
+
+def gpu_state() -> dict[str, Any]:
+    try:
+        import pynvml
+
+        from llem_bench.energy.sampler import decode_throttle_reasons
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) \
+            or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+                "throttle_reasons": decode_throttle_reasons(reasons(handle), throttling_only=True)}
+    except Exception as exc:  # no NVML here, or an older binding
+        return {"gpu_state": f"unavailable: {exc}"}
 
 
 SIDES = ("suite-on", "suite-off", "loop")
@@ -134,6 +175,7 @@ def main() -> None:
         order = list(SIDES)
         rng.shuffle(order)
         for side in order:
+            cpu_before = host_cpu_times()
             if side == "loop":
                 row = loop.measure(backend.llm, workload.prompt_token_ids, workload.output_tokens,
                                    min_window_s=measurement.min_window_s, windows=measurement.cycles,
@@ -142,8 +184,10 @@ def main() -> None:
             else:
                 backend.configure(on.config)
                 row = suite(on if side == "suite-on" else off, backend)
+            row["machine"] = {**host_cpu_split(cpu_before, host_cpu_times()), **gpu_state()}
             runs.append({"repeat": repeat, "side": side, **row})
             print(f"overhead: repeat {repeat} {side}: {row['output_tokens_per_s']:.1f} tok/s", file=sys.stderr, flush=True)
+            print(f"overhead: machine during repeat {repeat} {side}: {json.dumps(row['machine'])}", file=sys.stderr, flush=True)
             summary = summarise(runs, args, on.test_id)
             write(out, summary)  # after every side: a run cut by a time limit keeps what it measured
     pool.close()

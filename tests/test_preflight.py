@@ -139,4 +139,15 @@ def test_every_shipped_study_passes_the_checks_before_loading(study):
     from llem_bench.config.study import load_study
 
     _, experiments = load_study(study)
-    assert preflight(experiments, str(study)) == []  # synthetic shapes: nothing left unchecked
+    notes = preflight(experiments, str(study))  # synthetic shapes: nothing left unchecked, but two studies kept
+    assert [n for n in notes if "leave vllm.max_num_batched_tokens unset" not in n] == []  # as run say that
+
+
+def test_offline_beside_serving_with_the_step_budget_unset_is_a_note():
+    raw = {"study": "s", "model": "synthetic:tiny", "backend": "vllm",
+           "experiments": [{"scenario": "offline"}, {"scenario": "serving", "serving": {"rate": 4}}]}
+    assert any("resolves it per entry point" in n and "set vllm.max_num_batched_tokens" in n for n in checked(raw))
+    pinned = {**raw, "backends": {"vllm": {"max_num_batched_tokens": 4096}}}
+    assert checked(pinned) == []
+    serving_only = {**raw, "experiments": [{"scenario": "serving", "serving": {"rate": r}} for r in (4, 8)]}
+    assert checked(serving_only) == []

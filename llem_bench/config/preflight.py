@@ -37,7 +37,22 @@ def preflight(experiments: list[Experiment], source: str = "<study>") -> list[st
         if note and config.model not in noted:  # one note per model
             noted.add(config.model)
             notes.append(f"{source}: experiment {exp.test_id}: {note}")
-    return notes
+    entry_points = _entry_point_note(experiments)
+    return notes + ([f"{source}: {entry_points}"] if entry_points else [])
+
+
+def _entry_point_note(experiments: list[Experiment]) -> str | None:
+    """vLLM resolves an unset step token budget by entry point (offline LLM 16384, its server and the
+    suite's in-process engine 8192 on an H100/H200): offline and serving results of one study then run
+    different schedulers, which an H200 run mistook for a measurement difference at first."""
+    vllm = [e.config for e in experiments if e.config.backend == "vllm" and e.config.vllm is not None]
+    scenarios = {"offline" if c.scenario == "offline" else "serving" for c in vllm}
+    if len(scenarios) < 2 or all(c.vllm.max_num_batched_tokens is not None for c in vllm):
+        return None
+    return ("offline and serving vLLM experiments leave vllm.max_num_batched_tokens unset: vLLM resolves it per "
+            "entry point (offline LLM 16384, server 8192 on an H100/H200), so they would run different "
+            "schedulers; set vllm.max_num_batched_tokens to compare them like for like (results record what each "
+            "engine resolved in effective.scheduler)")
 
 
 def _check_streaming(config) -> None:

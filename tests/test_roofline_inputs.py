@@ -107,3 +107,34 @@ def test_roofline_without_decode_names_the_phase_reason_not_phases_off(monkeypat
     r = _roofline(_ShapeBackend([0]), Workload([[1] * 10], 1, "test"), UnavailableMeter("off"), phases)
     assert r["fraction"] is None and r["reason"] == ("decode throughput not measured: no decode: every request "
                                                      "generated a single token")
+
+
+def _tiny_llama(tied: bool):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1, vocab_size=100,
+                                        tie_word_embeddings=tied))
+
+
+def test_roofline_pytorch_untied_input_embedding_is_not_read_whole_each_step():
+    """A decode step reads the LM head whole and one input-embedding row per sequence: tied or untied,
+    the bytes per step are the same, though the untied model stores one more vocab x hidden matrix."""
+    tied, untied = _tiny_llama(True), _tiny_llama(False)
+    stored = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())  # noqa: E731
+    assert stored(untied) == stored(tied) + 100 * 16 * 4
+    assert stored_weight_bytes(untied) == stored_weight_bytes(tied) == stored(tied)
+
+
+def test_roofline_vllm_counts_untied_models_like_tied_ones_and_gives_moe_a_reason():
+    from llem_bench.backends.vllm import step_weight_bytes
+    from llem_bench.harness.roofline import moe_experts
+
+    untied = SimpleNamespace(**{**vars(LLAMA_1B), "tie_word_embeddings": False})
+    assert step_weight_bytes(untied, 2, None) == step_weight_bytes(LLAMA_1B, 2, None)
+    assert step_weight_bytes(LLAMA_1B, 2, None)["weight_bytes"] == 1_235_814_400 * 2
+    moe = step_weight_bytes(SimpleNamespace(**{**vars(LLAMA_1B), "num_local_experts": 8}), 2, None)
+    assert moe["weight_bytes"] is None and "mixture of experts (8 per layer)" in moe["reason"]
+    assert moe_experts(SimpleNamespace(n_routed_experts=64)) == 64 and moe_experts(LLAMA_1B) is None
+    assert moe_experts(SimpleNamespace(num_experts=1)) is None

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from llem_bench.backends.base import PassOutput
 from llem_bench.config.experiment import ExperimentConfig
 from llem_bench.harness.latency import RequestTiming
+from llem_bench.harness.roofline import moe_experts, moe_reason
 from llem_bench.workload.prompts import Workload
 from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
 
@@ -154,12 +155,15 @@ class PyTorchBackend:
 
         cfg = self.model.config
         heads = cfg.num_attention_heads
+        experts = moe_experts(cfg)
         return {
             "parameters": sum(p.numel() for p in self.model.parameters()),
             # Every parameter at its stored size, not the first one's (the embedding): bnb/quanto layers hold
             # packed or int8 weights next to bf16 embeddings and norms.
-            "weight_bytes": weight_bytes(self.model),
-            "weight_basis": "stored parameter dtypes (sum of numel x element size)",
+            "weight_bytes": None if experts else weight_bytes(self.model),
+            **({"reason": moe_reason(experts)} if experts else {}),
+            "weight_basis": "stored parameter dtypes (numel x element size); an untied input embedding is left out "
+                            "(a step reads one row of it per sequence)",
             # the KV cache is kept in the activation dtype
             "kv_bytes_per_element": torch.empty(0, dtype=self.model.dtype).element_size(),
             "layers": cfg.num_hidden_layers,
@@ -408,8 +412,14 @@ def _left_pad(batch: list[list[int]], pad_id: int, device: Any):
 
 
 def weight_bytes(model: Any) -> int:
-    """Bytes of every (deduplicated: tied weights once) parameter as stored."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """Bytes a decode step reads: every (deduplicated: tied weights once) parameter as stored, less an
+    untied input embedding, of which a step reads only one row per sequence (the LM head is read whole)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    inputs = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    outputs = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if inputs is not None and outputs is not None and inputs.weight is not outputs.weight:
+        total -= inputs.weight.numel() * inputs.weight.element_size()
+    return total
 
 
 def _generated_length(row: list[int], eos: Optional[int], ignore_eos: bool, pad: Optional[int] = None) -> int:

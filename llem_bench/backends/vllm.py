@@ -17,6 +17,7 @@ from llem_bench.backends.base import PassOutput
 from llem_bench.config.base import is_load_field
 from llem_bench.config.experiment import ExperimentConfig
 from llem_bench.harness.latency import RequestTiming
+from llem_bench.harness.roofline import moe_experts, moe_reason
 from llem_bench.workload.prompts import Workload
 from llem_bench.workload.synthetic import ensure_checkpoint, is_synthetic
 
@@ -178,8 +179,7 @@ class VLLMBackend:
                  "kv_heads": getattr(hf, "num_key_value_heads", None) or heads,
                  "head_dim": getattr(hf, "head_dim", None) or hf.hidden_size // heads,
                  "kv_bytes_per_element": kv_element_bytes(vc.cache_config.cache_dtype, dtype_bytes)}
-        shape.update(weight_bytes(linear, other, dtype_bytes, vc.model_config.quantization,
-                                  getattr(hf, "quantization_config", None)))
+        shape.update(step_weight_bytes(hf, dtype_bytes, vc.model_config.quantization))
         return shape
 
     def decode_batch(self, workload: Workload) -> int:
@@ -269,6 +269,17 @@ def _parameter_counts(hf: Any) -> tuple[int, int]:
     linear = layers * (h * heads * head_dim * 2 + h * kv * head_dim * 2 + 3 * h * inter)
     embeddings = vocab * h * (1 if getattr(hf, "tie_word_embeddings", False) else 2)
     return linear, embeddings + layers * 2 * h + h
+
+
+def step_weight_bytes(hf: Any, dtype_bytes: int, quantization: Optional[str]) -> dict[str, Any]:
+    """Weight bytes a decode step reads, from the model config: the LM head whole but only one row per
+    sequence of an untied input embedding; none for a mixture of experts (routing decides), with the reason."""
+    experts = moe_experts(hf)
+    if experts:
+        return {"weight_bytes": None, "reason": moe_reason(experts)}
+    linear, other = _parameter_counts(hf)
+    unread = 0 if getattr(hf, "tie_word_embeddings", False) else hf.vocab_size * hf.hidden_size
+    return weight_bytes(linear, other - unread, dtype_bytes, quantization, getattr(hf, "quantization_config", None))
 
 
 # Stored bits per linear weight of vLLM's quantization methods (scales and zero points left out).

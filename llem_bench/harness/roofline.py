@@ -15,6 +15,20 @@ BANDWIDTH_GBS = [
 ]
 
 
+def moe_experts(hf_config: Any) -> Optional[int]:
+    """Experts per layer of a mixture-of-experts config (the names Mixtral, Qwen-MoE and DeepSeek use), else None."""
+    for name in ("num_local_experts", "num_experts", "n_routed_experts"):
+        value = getattr(hf_config, name, None)
+        if isinstance(value, int) and value > 1:
+            return value
+    return None
+
+
+def moe_reason(experts: int) -> str:
+    return (f"mixture of experts ({experts} per layer): the expert weights a decode step reads depend on routing "
+            "and batch, so no bytes-per-step bound is given")
+
+
 def bandwidth_gbs(gpu_name: Optional[str]) -> Optional[float]:
     """The longest matching key wins, so "GH200" is not read as "H200" nor "H100 NVL" as "H100"."""
     matches = [(len(key), gbs) for key, gbs in BANDWIDTH_GBS if gpu_name and key.lower() in gpu_name.lower()]

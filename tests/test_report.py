@@ -220,7 +220,7 @@ def _result(test_id, backend, batch, *, verdict="valid", reasons=(), timeseries=
         roofline={"bound_tokens_per_s": 1000.0 * batch, "fraction": 0.125, "bandwidth_gbs": 3350.0,
                   "bytes_per_step": 2.5e9, "gpu": "NVIDIA H100 80GB HBM3"},
         validity={"verdict": verdict, "reasons": list(reasons)},
-        power={"samples": 120, "max_temperature_c": 51, "throttle_reasons": ["sw_power_cap"],
+        power={"samples": 120, "max_temperature_c": 51, "gpu_busy_pct": 27.4, "throttle_reasons": ["sw_power_cap"],
                "cross_check": {"relative_difference": 0.0123, "agree": True, "threshold": 0.03}},
         idle={"before_load": {"mean_power_w": 70.0}, "resident": {"mean_power_w": 120.0}},
         timeseries=timeseries, started_at=f"2026-01-01T00:00:0{batch % 10}+00:00")
@@ -284,7 +284,7 @@ def test_report_md_has_verdict_latency_phases_roofline_power_and_validity(tmp_pa
     assert "| 12.5% |" in roofline and "3,350" in roofline
 
     power = md.split("## Idle power and power sampling")[1].split("##")[0]
-    assert "| 70.00 | 120 | 120 | 51 | sw_power_cap | +1.23% |" in power
+    assert "| 70.00 | 120 | 120 | 51 | 27% | sw_power_cap | +1.23% |" in power
 
     validity = md.split("## Validity: why not valid")[1].split("##")[0]
     assert "pytorch-tiny-bf16-batch_size_1-aaaaaa" not in validity

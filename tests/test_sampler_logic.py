@@ -263,3 +263,20 @@ def test_serving_segment_carries_the_windows_throttling_and_temperature():
     segment = energy_between(s, s.mark_time("window_start"), s.mark_time("window_end"), None)
     assert segment["throttle_reasons"] == ["sw_power_cap"] and segment["max_temperature_c"] == 70
     assert set(segment["throttle_fraction"]) == {"sw_power_cap"}
+
+
+def test_gpu_busy_share_is_the_mean_nvml_utilization_per_gpu_and_over_gpus():
+    s = two_gpu_samples()
+    summary = summarize_window(s, s.mark_time("window_start"), s.mark_time("window_end"))
+    assert summary["gpus"]["GPU-a"]["mean_gpu_util_pct"] == 100 and summary["total"]["mean_gpu_util_pct"] == 100
+    partly = Samples(rows=[{**r, "gpu_util_pct": 25 if r["gpu"] == "GPU-b" else 75} for r in s.rows],
+                     marks=s.marks, interval_s=s.interval_s)
+    total = summarize_window(partly, s.mark_time("window_start"), s.mark_time("window_end"))["total"]
+    assert total["mean_gpu_util_pct"] == 50  # the mean over the two GPUs
+
+
+def test_a_gpu_idle_most_of_its_windows_is_called_host_bound():
+    from llem_bench.harness.validity import host_bound_warning
+
+    assert "GPU busy only 25% of the measured windows" in host_bound_warning(25.0)
+    assert host_bound_warning(80.0) is None and host_bound_warning(None) is None

@@ -272,6 +272,9 @@ def _gpu_window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, A
         "max_power_w": max(powers) if powers else None,
         "max_instant_power_w": max(instants) if instants else None,
         "mean_sm_clock_mhz": sum(sm) / len(sm) if sm else None,
+        # NVML utilization: the share of each ~100 ms sample period in which a kernel ran. Far below 100% on
+        # a busy benchmark means the host (CPU, launches, batching) sets the pace, and its noise with it.
+        "mean_gpu_util_pct": mean_present([r.get("gpu_util_pct") for r in inside]),
         "max_temperature_c": max(temps) if temps else None,
         "throttle_reasons": reasons,
         # Share of the window's samples with each throttling reason set (one 100 ms blip is not a throttled window).
@@ -286,6 +289,12 @@ def _gpu_window(rows: list[dict[str, Any]], t0: float, t1: float) -> dict[str, A
         "instant_energy_j": instant,
         "counter_energy_j": counter_j,
     }
+
+
+def mean_present(values: list) -> Optional[float]:
+    """Mean of the values that are not None, or None."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
 
 
 def summarize_window(samples: Samples, t0: float, t1: float) -> dict[str, Any]:
@@ -314,6 +323,7 @@ def summarize_window(samples: Samples, t0: float, t1: float) -> dict[str, Any]:
         "max_power_w": max(by_tick.values()) if by_tick else None,  # peak of the ~1 s averaged field
         "max_instant_power_w": max(complete) if complete else None,
         "max_temperature_c": max(temps) if temps else None,
+        "mean_gpu_util_pct": mean_present([g["mean_gpu_util_pct"] for g in parts]),  # mean over the GPUs
         "throttle_reasons": sorted({n for g in parts for n in g["throttle_reasons"]}),
         "throttle_fraction": {n: max(g["throttle_fraction"].get(n, 0.0) for g in parts)
                               for n in sorted({n for g in parts for n in g["throttle_fraction"]})},

@@ -19,12 +19,13 @@ from llem_bench.config.study import Experiment
 from llem_bench.energy.idle import note_gpu_work, settle_and_measure
 from llem_bench.energy.meter import EnergyMeter
 from llem_bench.energy.probe import Probe
+from llem_bench.energy.sampler import mean_present
 from llem_bench.metrics import ENERGY_METRICS, METRICS, cycle_metrics
 from llem_bench.progress import status
 from llem_bench.harness.prefix_cache import check_prefix_cache, duplicate_prompts_warning
 from llem_bench.harness.roofline import decode_roofline
 from llem_bench.stats import summarize
-from llem_bench.harness.validity import verdict
+from llem_bench.harness.validity import host_bound_warning, verdict
 from llem_bench.results.environment import environment
 from llem_bench.scenarios.offline import check_tokens, measure_offline, split_phases
 from llem_bench.results.schema import ExperimentResult, MetricSummary
@@ -109,6 +110,9 @@ def run_experiment(
                                                      offline.cached_prompt_tokens)
     if token_check["prefix_cache"].get("flag"):
         warnings.append(token_check["prefix_cache"]["flag"])
+    host_bound = host_bound_warning(power.get("gpu_busy_pct"))
+    if host_bound:
+        warnings.append(host_bound)
     metrics, unavailable = _summaries(cycles, meter.reason, idle_w is not None, samples is not None)
     net = _net_energy(metrics, cycles, idle_resident, warnings)
     for name in CV_CHECKED:
@@ -283,6 +287,7 @@ def _power_summary(samples: Any, cycles: list[dict], reason: Optional[str], mete
         "throttle_fraction": fractions,
         "max_temperature_c": max((w["max_temperature_c"] for w in windows if w["max_temperature_c"] is not None),
                                  default=None),
+        "gpu_busy_pct": mean_present([w.get("mean_gpu_util_pct") for w in windows]),
         "cross_check": skipped if same_source else cross_check(sum(counter), sum(sampled)) if both else None,
         "cross_check_instant": cross_check(sum(counter), sum(w["instant_energy_j"] for w in windows))
         if both and None not in [w["instant_energy_j"] for w in windows] else None,

@@ -11,6 +11,17 @@ MIN_CYCLES = 2  # below this there is no spread, so no CI and no CV: never a val
 # Net energy is derived (gross minus idle): a noisy net is a warning, it does not invalidate the gross numbers.
 WARN_ONLY_CV = frozenset({"energy_per_output_token_net_j"})
 THROTTLE_WARN = 0.05  # share of a window's samples with a throttling reason that makes it a warning
+HOST_BOUND_PCT = 50.0  # GPU busy below this share of the windows: the host sets the pace
+
+
+def host_bound_warning(gpu_busy_pct: Optional[float]) -> Optional[str]:
+    """A result whose GPU idled most of its windows measures the host as much as the GPU: its throughput
+    follows the CPU's speed and load (on the lent H200s, tok/s tracked a 22-29% busy share cycle by cycle)."""
+    if gpu_busy_pct is None or gpu_busy_pct >= HOST_BOUND_PCT:
+        return None
+    return (f"GPU busy only {gpu_busy_pct:.0f}% of the measured windows (NVML utilization): host-bound (CPU, "
+            "kernel launches or batch too small), so throughput tracks the host and varies with its load; CUDA "
+            "graphs, a larger batch or a less loaded host move it")
 
 
 def verdict(*, energy_available: bool, energy_reason: Optional[str], token_ok: bool, cvs: dict[str, Optional[float]],

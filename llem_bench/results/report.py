@@ -132,12 +132,13 @@ def detail_tables(results: list[ExperimentResult]) -> list[tuple[str, list[str],
                                for n in r.power.get("throttle_reasons") or []) or "none"
         same_source = "same source" in (check.get("reason") or "")
         power.append([r.key, _idle_cell(idle.get("before_load")), _idle_cell(idle.get("resident")),
-                      _int(r.power.get("samples")), _int(r.power.get("max_temperature_c")), throttling,
+                      _int(r.power.get("samples")), _int(r.power.get("max_temperature_c")),
+                      "n/a" if r.power.get("gpu_busy_pct") is None else f"{r.power['gpu_busy_pct']:.0f}%", throttling,
                       "n/a (same source)" if same_source else "n/a" if diff is None
                       else f"{diff:+.2%}" + ("" if check.get("agree", True) else " DISAGREE")])
     if power:
         tables.append(("Idle power and power sampling", ["experiment", "idle W (before load)", "idle W (resident)",
-                                                         "samples", "max °C", "throttling (share of samples)",
+                                                         "samples", "max °C", "GPU busy", "throttling (share of samples)",
                                                          "counter vs samples"], power))
     from llem_bench.results.serving_plots import serving_table  # serving scenarios only
 

@@ -31,7 +31,6 @@ from llem_bench.workload.lengths import PlannedRequest, plan_requests, plan_summ
 
 CLIENT_CPU_WARN = 0.8
 SERVER_STAMPS_REASON = "per-request queueing delay needs the in-process engine (a server reports no per-request stamps)"
-SERVER_MEMORY_REASON = "not measured: the engine runs in the server process"
 
 
 def build_plan(config: Any, tokenizer: Any) -> list[PlannedRequest]:
@@ -269,8 +268,8 @@ def analyse(config: Any, load: LoadRun, samples: Any, energy_reason: Optional[st
 
 
 def summaries(cycle: Optional[dict], serving_metrics: dict[str, Optional[float]], energy_reason: Optional[str],
-              slo_set: bool, queue_reason: str, omitted: Optional[dict[str, str]] = None,
-              stamps_reason: str = SERVER_STAMPS_REASON, memory_reason: str = SERVER_MEMORY_REASON):
+              slo_set: bool, queue_reason: str, omitted: Optional[dict[str, str]], stamps_reason: str,
+              memory_reason: str):
     """One value per metric (the steady window), as MetricSummary so reports and compare read it."""
     from llem_bench.stats import summarize
 

@@ -59,8 +59,9 @@ class AsyncEngineBackend:
         helper.on_gpu = self.on_gpu
         # stats on, as in vLLM's AsyncLLM and its server: the queueing-delay metrics read the per-request
         # stamps (RequestOutput.metrics) that vLLM fills only with stats on (passthrough can still turn them off)
-        self.kwargs = {**helper.engine_kwargs(config, path), "disable_log_stats": False}
-        self.kwargs.update(config.vllm.passthrough)
+        self.kwargs = helper.engine_kwargs(config, path)
+        if "disable_log_stats" not in config.vllm.passthrough:
+            self.kwargs["disable_log_stats"] = False
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llem-async-engine", daemon=True)
         self.thread.start()

@@ -5,6 +5,8 @@
 # `python3 -m vllm.entrypoints.openai.api_server` from the worker, which inherits PYTHONPATH=/tmp/site.
 #   bash reports/reference/h200-serving/gpu-serving.sh h200-serving-sweep
 #   bash reports/reference/h200-serving/gpu-serving.sh h200-serving-consistency
+# Run again on the same warm machine, it resumes a study cut by the call's time limit (--llem-resume in
+# /tmp/reports/STUDY/STUDY), so a long study spans back-to-back calls.
 set -uo pipefail
 t0=$(date +%s)
 [[ -d /tmp/site/vllm ]] || bash reports/reference/gpu-install-vllm.sh || exit 1
@@ -15,11 +17,13 @@ nvidia-smi --query-gpu=name,uuid,driver_version,power.draw,power.limit --format=
 for study in "$@"; do
   left=$(( ${LLEM_CALL_S:-560} - ($(date +%s) - t0) ))
   start=$(date +%s)
+  run=/tmp/reports/$study/$study log=pytest.log where=(--llem-out /tmp/reports --llem-run-id $study)
+  if [[ -d $run/results ]]; then log=pytest-resume.log where=(--llem-resume $run); fi
   timeout $left python3 -m pytest -p llem_bench.plugin benchmarks/vllm/test_vllm_energy.py --study studies/$study.yaml \
-    --llem-out /tmp/reports --llem-run-id $study -p no:cacheprovider > /tmp/$study.log 2>&1
-  echo "== $study: pytest exit $? after $(( $(date +%s) - start )) s"
+    "${where[@]}" -p no:cacheprovider > /tmp/$study.log 2>&1
+  echo "== $study: pytest exit $? after $(( $(date +%s) - start )) s (${where[0]})"
   grep -E "PASSED|FAILED|ERROR|passed|failed|loaded in|window" /tmp/$study.log | tail -30
-  cp /tmp/$study.log /tmp/reports/$study/$study/pytest.log 2>/dev/null
+  cp /tmp/$study.log $run/$log 2>/dev/null
   bash reports/reference/gpu-pack.sh /tmp/reports/$study/$study $study > /dev/null
 done
 pgrep -af vllm.entrypoints.openai.api_server && echo "a vLLM server outlived the studies" >&2

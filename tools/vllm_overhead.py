@@ -99,15 +99,13 @@ def gpu_state() -> dict[str, Any]:
     try:
         import pynvml
 
-        from llem_bench.energy.sampler import decode_throttle_reasons
+        from llem_bench.energy.sampler import clock_event_reasons, decode_throttle_reasons
 
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) \
-            or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
         return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
                 "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
-                "throttle_reasons": decode_throttle_reasons(reasons(handle), throttling_only=True)}
+                "throttle_reasons": decode_throttle_reasons(clock_event_reasons(pynvml, handle), throttling_only=True)}
     except Exception as exc:  # no NVML here, or an older binding
         return {"gpu_state": f"unavailable: {exc}"}
 

@@ -83,9 +83,7 @@ class NvmlSampler:
         self._thread: Optional[threading.Thread] = None
         self._samples = Samples(interval_s=interval_s)
         self._unsupported: set[str] = set()  # "<uuid>:<field>" that said NotSupported: stop asking
-        # Drivers >= 535 call them clocks-event reasons; older ones only know the throttle name.
-        self._reasons_fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) \
-            or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        self._reasons_fn = lambda handle: clock_event_reasons(pynvml, handle)
 
     # -- NVML, one call at a time, each allowed to fail on its own ---------------------------------
     def _query(self, uuid: str, name: str, fn, *args) -> Any:
@@ -95,9 +93,6 @@ class NvmlSampler:
         try:
             return fn(*args)
         except self._nvml.NVMLError_FunctionNotFound:
-            if fn is getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons", None):
-                self._reasons_fn = self._nvml.nvmlDeviceGetCurrentClocksThrottleReasons
-                return self._query(uuid, name, self._reasons_fn, *args)
             self._note_error(key, "function not found in this driver", permanent=True)
         except self._nvml.NVMLError_NotSupported as exc:
             self._note_error(key, f"NotSupported: {exc}", permanent=True)
@@ -223,6 +218,18 @@ def integrate_energy_j(times: Sequence[float], powers: Sequence[Optional[float]]
     inner = [(t, p) for t, p in points if t0 < t < t1]
     curve = [(t0, _interp(ts, ps, t0)), *inner, (t1, _interp(ts, ps, t1))]
     return sum((tb - ta) * (pa + pb) / 2.0 for (ta, pa), (tb, pb) in zip(curve, curve[1:]))
+
+
+def clock_event_reasons(pynvml, handle) -> int:
+    """The mask of reasons the clocks are held down: drivers >= 535 call them clocks-event reasons, older
+    ones only answer to the throttle name."""
+    new = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+    if new is not None:
+        try:
+            return new(handle)
+        except pynvml.NVMLError_FunctionNotFound:
+            pass
+    return pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
 
 
 def decode_throttle_reasons(mask: Optional[int], throttling_only: bool = False) -> list[str]:

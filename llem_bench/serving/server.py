@@ -74,11 +74,13 @@ class ServerBackend:
         self.log_path: Optional[Path] = None
         self.start_s: Optional[float] = None
         self.on_gpu = False
+        self._resolved: dict[str, Any] = {}  # what the running server resolved, asked once
 
     def load(self, config: ExperimentConfig) -> None:
         from transformers import AutoTokenizer
 
         server = config.serving.server
+        self._resolved = {}
         path = str(ensure_checkpoint(config.model)) if is_synthetic(config.model) else config.model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.on_gpu = _cuda_count() > 0
@@ -211,7 +213,14 @@ class ServerBackend:
     def resolved_settings(self) -> dict[str, Any]:
         """What a vLLM server resolved (the keys of backends.vllm.engine_settings), so compare can set its
         settings beside the offline and in-process engines': from GET /server_info (vLLM's dev mode, which
-        the suite's own vLLM server runs in), else the step budget from its start-up log, else nothing."""
+        the suite's own vLLM server runs in), else the step budget from its start-up log, else nothing.
+        Asked once per server: what it resolved at start-up holds for every experiment it serves."""
+        if self._resolved:
+            return self._resolved
+        self._resolved = self._ask_resolved_settings()
+        return self._resolved
+
+    def _ask_resolved_settings(self) -> dict[str, Any]:
         try:
             with urllib.request.urlopen(self.base_url + "/server_info?config_format=json", timeout=10) as reply:
                 config = json.loads(reply.read()).get("vllm_config")

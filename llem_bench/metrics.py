@@ -39,6 +39,10 @@ METRICS: dict[str, Metric] = {
 
 ENERGY_METRICS = tuple(name for name, metric in METRICS.items() if metric.energy)
 
+# power.gpu_busy_pct (NVML utilization over the measured windows) under this share: the host sets the pace, so
+# throughput follows the CPU's speed and load. The verdict warns per result, compare per pair.
+HOST_BOUND_PCT = 50.0
+
 
 def cycle_metrics(
     *,

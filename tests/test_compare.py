@@ -439,3 +439,37 @@ def test_real_quickstart_run_against_itself(real_run):
         assert "peak_memory_mb" in exp.skipped              # CPU run: process peak RSS, not a window
         assert {c.verdict for c in exp.metrics.values()} == {"inconclusive"}
     assert not cmp.regressions and cmp.failed and "inconclusive" in cmp.gate_line
+
+
+# --- host-bound pairs ----------------------------------------------------------------------------
+
+def _with_busy(runs, busy, scenario="offline"):
+    for r, b in zip(runs, busy):
+        r.power = {"gpu_busy_pct": b}
+        r.config = {**r.config, "scenario": scenario}
+    return runs
+
+
+def test_host_bound_offline_pair_says_why_tok_s_is_undecided():
+    """The pinned H200 run's shape: raw tok/s moves with the GPU-busy share, tok/s per busy percent does not."""
+    base = _with_busy(repeated(means={"output_tokens_per_s": [12094, 12368, 17975]}), [25.7, 26.6, 37.9])
+    cand = _with_busy(repeated(means={"output_tokens_per_s": [11554, 13901, 13890]}), [23.7, 29.0, 29.7])
+    comparison = compare_runs(side(base), side(cand))
+    assert comparison.experiments[0].metrics["output_tokens_per_s"].verdict == "inconclusive"
+    note = next(w for w in comparison.warnings if w.startswith("HOST-BOUND"))
+    assert "busy 24-38%" in note and "baseline 1.0% against 23.5% raw" in note and "net J/token" in note
+
+
+def test_no_host_bound_note_for_a_busy_gpu_a_decided_pair_or_a_light_serving_rate():
+    busy_gpu = compare_runs(side(_with_busy(repeated(means={"output_tokens_per_s": [1000, 1300, 900]}), [90, 95, 85])),
+                            side(_with_busy(repeated(means={"output_tokens_per_s": [1100, 800, 1200]}), [90, 92, 88])))
+    decided = compare_runs(side(_with_busy(repeated(), [20, 21, 22])), side(_with_busy(repeated(), [20, 21, 22])))
+    serving = compare_runs(side(_with_busy(repeated(means={"output_tokens_per_s": [1000, 1300, 900]}), [5, 6, 5],
+                                           scenario="serving")),
+                           side(_with_busy(repeated(means={"output_tokens_per_s": [1100, 800, 1200]}), [5, 6, 5],
+                                           scenario="serving")))
+    assert busy_gpu.experiments[0].metrics["output_tokens_per_s"].verdict == "inconclusive"
+    assert decided.experiments[0].metrics["output_tokens_per_s"].verdict == "unchanged"
+    assert serving.experiments[0].metrics["output_tokens_per_s"].verdict == "inconclusive"
+    for comparison in (busy_gpu, decided, serving):
+        assert not [w for w in comparison.warnings if w.startswith("HOST-BOUND")]

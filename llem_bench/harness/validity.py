@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from llem_bench.metrics import HOST_BOUND_PCT
+
 HIGH_CV = 0.05
 INVALID_CV = 0.25
 SHORT_WINDOW_S = 5.0
@@ -11,7 +13,6 @@ MIN_CYCLES = 2  # below this there is no spread, so no CI and no CV: never a val
 # Net energy is derived (gross minus idle): a noisy net is a warning, it does not invalidate the gross numbers.
 WARN_ONLY_CV = frozenset({"energy_per_output_token_net_j"})
 THROTTLE_WARN = 0.05  # share of a window's samples with a throttling reason that makes it a warning
-HOST_BOUND_PCT = 50.0  # GPU busy below this share of the windows: the host sets the pace
 
 
 def host_bound_warning(gpu_busy_pct: Optional[float]) -> Optional[str]:

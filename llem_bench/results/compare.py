@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from llem_bench.config.errors import did_you_mean
 from llem_bench.config.experiment import RUN_LEVEL_MEASUREMENT
 from llem_bench.config.study import GateSpec
-from llem_bench.metrics import METRICS
+from llem_bench.metrics import HOST_BOUND_PCT, METRICS
 from llem_bench.results.format import fmt, markdown_table
 from llem_bench.results.history import comparable
 from llem_bench.results.repeats import by_test_id
@@ -424,7 +424,36 @@ def _compare_pair(b_runs: list[ExperimentResult], c_runs: list[ExperimentResult]
                                 f"null in the candidate ({c_ok[0].unavailable.get(metric, 'not measured')})")
             continue
         exp.metrics[metric] = compare_metric(vb, vc, definition.higher_is_better, gates.get(metric, default), floor_cv)
+    if note := _host_bound_note(exp, b_runs, c_runs):
+        warnings.append(note)
     return exp
+
+
+def _host_bound_note(exp: ExperimentComparison, b_runs: list[ExperimentResult],
+                     c_runs: list[ExperimentResult]) -> Optional[str]:
+    """Why tok/s could not be decided, where the offline side ran host-bound: its repeats measured the host's
+    speed as much as the GPU's (on the lent H200s, tok/s per GPU-busy percent varied 1-2% over repeats while
+    raw tok/s varied 10-24%). Serving at a light rate idles the GPU by design, so only offline runs count."""
+    tps = exp.metrics.get("output_tokens_per_s")
+    runs = [r for r in b_runs + c_runs if r.status == "ok"]
+    busy = [r.power.get("gpu_busy_pct") for r in runs]
+    offline_busy = [b for r, b in zip(runs, busy) if (r.config.get("scenario") or "offline") == "offline" and b is not None]
+    if tps is None or tps.verdict != "inconclusive" or not offline_busy or min(offline_busy) >= HOST_BOUND_PCT:
+        return None
+    spread = []
+    for name, side in (("baseline", b_runs), ("candidate", c_runs)):
+        pairs = [(tok, b) for r in side if r.status == "ok"
+                 and (tok := r.mean("output_tokens_per_s")) is not None and (b := r.power.get("gpu_busy_pct"))]
+        if len(pairs) >= 2:
+            raw, per_busy = [t for t, _ in pairs], [t / b for t, b in pairs]
+            spread.append(f"{name} {stdev(per_busy) / mean(per_busy) * 100:.1f}% against "
+                          f"{stdev(raw) / mean(raw) * 100:.1f}% raw")
+    known = [b for b in busy if b is not None]
+    return (f"HOST-BOUND: {exp.test_id}: the GPU was busy {min(known):.0f}-{max(known):.0f}% of the windows, so "
+            "tok/s and gross J/token follow the host's speed from repeat to repeat"
+            + (f" (tok/s per GPU-busy percent varies {'; '.join(spread)} over repeats)" if spread else "")
+            + "; net J/token, the GPU's work above idle, is the figure the host does not move "
+            "(docs/methodology.md, what to gate on when the engine is host-bound)")
 
 
 def _chosen_pair(base: Side, cand: Side, pair: tuple[str, str]):

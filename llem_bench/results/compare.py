@@ -38,7 +38,7 @@ from llem_bench.results.history import comparable
 from llem_bench.results.repeats import by_test_id
 from llem_bench.results.schema import ExperimentResult
 from llem_bench.results.store import RunDir
-from llem_bench.stats import (ALPHA, POWER, against_noise_floor, mean, minimum_detectable, repeats_needed, stdev,
+from llem_bench.stats import (ALPHA, POWER, against_noise_floor, cv, mean, minimum_detectable, repeats_needed, stdev,
                               welch_df_factor, welch_from_stats)
 
 # One metric of each collinear family: with a fixed output length output_tokens_per_s and requests_per_s
@@ -446,8 +446,7 @@ def _host_bound_note(exp: ExperimentComparison, b_runs: list[ExperimentResult],
                  and (tok := r.mean("output_tokens_per_s")) is not None and (b := r.power.get("gpu_busy_pct"))]
         if len(pairs) >= 2:
             raw, per_busy = [t for t, _ in pairs], [t / b for t, b in pairs]
-            spread.append(f"{name} {stdev(per_busy) / mean(per_busy) * 100:.1f}% against "
-                          f"{stdev(raw) / mean(raw) * 100:.1f}% raw")
+            spread.append(f"{name} {cv(per_busy) * 100:.1f}% against {cv(raw) * 100:.1f}% raw")
     known = [b for b in busy if b is not None]
     return (f"HOST-BOUND: {exp.test_id}: the GPU was busy {min(known):.0f}-{max(known):.0f}% of the windows, so "
             "tok/s and gross J/token follow the host's speed from repeat to repeat"

@@ -11,9 +11,12 @@ suite-on/suite-off with a 95% CI over the paired repeats (Student t). Beside eac
 machine's state, read outside the windows: the host's CPU time split over the side (busy, and steal: a
 VM's CPU taken by its neighbours), and the GPU's SM clock, temperature and throttle reasons at the side's
 end. runs/overhead-3 saw every side's throughput switch between two levels; these say which state each
-side ran in.
+side ran in. The sides that read the energy counter (suite-on, loop) are also fitted as one line of power
+against tok/s (power_line): the intercept is the GPU's resident power while it waits on the host, the slope
+its net J/token, so the two sides' GPU work per token compares across machine states.
 
     python tools/vllm_overhead.py --study studies/h200-overhead.yaml --repeats 5 --out DIR
+    python tools/vllm_overhead.py --study ... --from-json DIR/overhead.json --out DIR   (summary again, no GPU)
 """
 
 from __future__ import annotations
@@ -68,6 +71,33 @@ def ratio_ci(pairs: list[tuple[float, float]]) -> dict[str, Any]:
         return {"mean": mean, "ci95": None, "n": len(diffs)}
     half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(diffs)}
+
+
+def power_line(runs: list[dict[str, Any]], repeats: list[int]) -> Optional[dict[str, Any]]:
+    """Mean power against tok/s over the sides that read the energy counter (suite-on, loop), fitted as a line.
+
+    Where the host sets the pace, the GPU idles between steps at its resident power, so power falls with
+    throughput along power = resident + J/token_net x tok/s. A side whose harness made the GPU do more work
+    per token would sit above the line: the per-side residuals and net J/token (power above the intercept,
+    per token) compare suite-on with the loop whatever state the machine was in.
+    """
+    from scipy import stats
+
+    measured = {(r["repeat"], r["side"]): (r["output_tokens_per_s"], r["output_tokens_per_s"] * r["energy_per_output_token_j"])
+                for r in runs if r.get("energy_per_output_token_j")}
+    if len(measured) < 3 or len({round(tps) for tps, _ in measured.values()}) < 2:
+        return None
+    fit = stats.linregress([tps for tps, _ in measured.values()], [w for _, w in measured.values()])
+    net = {key: (w - fit.intercept) / tps for key, (tps, w) in measured.items()}
+    sides: dict[str, Any] = {}
+    for side in sorted({side for _, side in measured}):
+        keys = [key for key in measured if key[1] == side]
+        residuals = [w - fit.intercept - fit.slope * tps for tps, w in (measured[k] for k in keys)]
+        sides[side] = {"residual_w": {"mean": statistics.mean(residuals), "values": residuals},
+                       "net_j_per_token": spread([net[k] for k in keys])}
+    pairs = [(net[k, "suite-on"], net[k, "loop"]) for k in repeats if (k, "suite-on") in net and (k, "loop") in net]
+    return {"points": len(measured), "resident_w": fit.intercept, "net_j_per_token": fit.slope, "r": fit.rvalue,
+            "sides": sides, "suite_on_vs_loop_net_j_per_token": ratio_ci(pairs) if pairs else None}
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -128,6 +158,9 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace, test_id: Opt
             "suite_on_vs_off": ratio_ci(list(zip(tps["suite-on"], tps["suite-off"]))),
             "suite_off_vs_loop": ratio_ci(list(zip(tps["suite-off"], tps["loop"]))),
         })
+    line = power_line(runs, done)
+    if line:
+        summary["power_line"] = line
     return {**summary, "runs": runs}
 
 
@@ -146,15 +179,22 @@ def main() -> None:
                              "loop is never less warmed up than the suite, whose warmup stops at the first stable pair)")
     parser.add_argument("--from-log", metavar="LOG", help="rebuild overhead.json from the 'overhead: repeat' lines of "
                         "an earlier run's log (e.g. one cut by a time limit) instead of measuring")
+    parser.add_argument("--from-json", metavar="JSON", help="recompute the summary of an earlier overhead.json "
+                        "(its runs, energy included) instead of measuring")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: needs at least 1 (5 or more to bound a few percent)")
     out = Path(args.out)
-    if args.from_log:
-        runs = [{"repeat": int(k), "side": side, "output_tokens_per_s": float(v), "from_log": args.from_log}
-                for k, side, v in LOG_LINE.findall(Path(args.from_log).read_text())]
-        summary = summarise(runs, args, None)
+    if args.from_log or args.from_json:
+        test_id = None
+        if args.from_json:
+            earlier = json.loads(Path(args.from_json).read_text())
+            runs, test_id = earlier["runs"], earlier.get("test_id")
+        else:
+            runs = [{"repeat": int(k), "side": side, "output_tokens_per_s": float(v), "from_log": args.from_log}
+                    for k, side, v in LOG_LINE.findall(Path(args.from_log).read_text())]
+        summary = summarise(runs, args, test_id)
         write(out, summary)
         print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
         return

@@ -7,6 +7,9 @@
 #   bash reports/reference/h200-serving/gpu-serving.sh h200-serving-consistency
 # Run again on the same warm machine, it resumes a study cut by the call's time limit (--llem-resume in
 # /tmp/reports/STUDY/STUDY), so a long study spans back-to-back calls.
+# LLEM_CALL_S (default 560): seconds from the script's start by which pytest must end. Keep >= 40 s of the
+# call's 600 for what follows (the engine's teardown on SIGTERM, packing into $OUT): with 575, session 8's
+# call ran past 600 s after packing and returned nothing (the warm machine kept the run; the next call resumed).
 set -uo pipefail
 t0=$(date +%s)
 [[ -d /tmp/site/vllm ]] || bash reports/reference/gpu-install-vllm.sh || exit 1
@@ -19,7 +22,7 @@ for study in "$@"; do
   start=$(date +%s)
   run=/tmp/reports/$study/$study log=pytest.log where=(--llem-out /tmp/reports --llem-run-id $study)
   if [[ -d $run/results ]]; then log=pytest-resume.log where=(--llem-resume $run); fi
-  timeout $left python3 -m pytest -p llem_bench.plugin benchmarks/vllm/test_vllm_energy.py --study studies/$study.yaml \
+  timeout -k 15 $left python3 -m pytest -p llem_bench.plugin benchmarks/vllm/test_vllm_energy.py --study studies/$study.yaml \
     "${where[@]}" -p no:cacheprovider > /tmp/$study.log 2>&1
   echo "== $study: pytest exit $? after $(( $(date +%s) - start )) s (${where[0]})"
   grep -E "PASSED|FAILED|ERROR|passed|failed|loaded in|window" /tmp/$study.log | tail -30

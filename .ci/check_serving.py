@@ -23,3 +23,12 @@ resolved = {r["test_id"]: tuple(r["effective"]["scheduler"][k] for k in keys) fo
 assert len(set(resolved.values())) == 1, f"engines resolved different {keys}: {resolved}"
 print(f"CI: serving engines agree on {dict(zip(keys, next(iter(resolved.values()))))}; in-process queueing "
       "delay measured from vLLM's stamps")
+for r in servers:  # the server's processes, read from /proc over the run: the API server leads its group
+    leader = [p for p in r["serving"]["server_cpu"].get("processes", []) if p["leader"]]
+    assert leader and leader[0]["cpu_s"] > 0, f"{r['test_id']}: server CPU not measured: {r['serving']['server_cpu']}"
+    assert r["metrics"].get("server_cpu_fraction"), f"{r['test_id']}: {r['unavailable'].get('server_cpu_fraction')}"
+for r in inprocess:
+    assert "in-process" in r["unavailable"].get("server_cpu_fraction", ""), r["unavailable"]
+print("CI: server CPU measured per process: " + "; ".join(
+    f"{r['test_id']}: " + ", ".join(f"{p['name']} {p['cpu_fraction']:.2f}" for p in r["serving"]["server_cpu"]["processes"][:3])
+    for r in servers))

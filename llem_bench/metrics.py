@@ -100,6 +100,9 @@ SERVING_METRICS: dict[str, Metric] = {
        for q in ("p50", "p90", "p99")},
     "client_cpu_fraction": Metric("1", False, "CPU time of the busiest load-generator process's event loop / run "
                                   "wall time (near 1 = the client may be the bottleneck)"),
+    "server_cpu_fraction": Metric("1", False, "CPU time of the server's main process (the group leader the suite "
+                                  "started: vLLM's API server) / run wall time, from /proc; near 1 = its event loop may "
+                                  "hold back streamed tokens"),
 }
 
 SERVING_ENERGY_METRICS = tuple(name for name, metric in SERVING_METRICS.items() if metric.energy)

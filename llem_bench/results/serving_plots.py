@@ -141,10 +141,10 @@ def serving_table(results: list[ExperimentResult]) -> list[tuple[str, list[str],
                      fmt(r.mean("ttft_ms_p50")), fmt(r.mean("ttft_ms_p99")), fmt(r.mean("itl_ms_p50")),
                      fmt(r.mean("itl_ms_p99")), fmt(r.mean("tpot_ms_p50")), fmt(r.mean("e2e_latency_ms_p99")),
                      fmt(r.mean("goodput_requests_per_s")), fmt(r.mean("energy_per_output_token_j")),
-                     fmt(r.mean("client_cpu_fraction"))])
+                     fmt(r.mean("client_cpu_fraction")), fmt(r.mean("server_cpu_fraction"))])
     if not rows:
         return []
     return [("Serving: steady-state window", ["experiment", "load", "window s", "of run", "stationary", "req/s",
                                                "out tok/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms",
                                                "TPOT p50 ms", "e2e p99 ms", "goodput req/s", "J/out tok",
-                                               "client CPU"], rows)]
+                                               "client CPU", "server CPU"], rows)]

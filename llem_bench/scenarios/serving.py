@@ -25,12 +25,15 @@ from llem_bench.results.schema import ExperimentResult, MetricSummary
 from llem_bench.results.store import utc_now
 from llem_bench.serving.arrivals import arrival_offsets
 from llem_bench.serving.client import LoadRun, RequestRecord, run_load, run_load_processes
+from llem_bench.serving.procstat import cpu_use, group_cpu_seconds
 from llem_bench.serving.window import (stationarity, steady_window, step_series, tokens_between,
                                        window_warnings)
 from llem_bench.workload.lengths import PlannedRequest, plan_requests, plan_summary
 
 CLIENT_CPU_WARN = 0.8
 SERVER_STAMPS_REASON = "per-request queueing delay needs the in-process engine (a server reports no per-request stamps)"
+INPROCESS_CPU_REASON = "the in-process engine has no server process (it runs in the worker)"
+SERVER_CPU_WARN = 0.9  # a server's main process near one core: its event loop may hold back streamed tokens
 
 
 def build_plan(config: Any, tokenizer: Any) -> list[PlannedRequest]:
@@ -74,6 +77,8 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
     else:
         prefix = backend.reset_prefix_cache()
     progress(f"{len(plan)} requests, {_load_text(config)}")
+    group, no_group = backend.process_group() if hasattr(backend, "process_group") else (None, INPROCESS_CPU_REASON)
+    cpu_before = group_cpu_seconds(group) if group else None
     probe.mark("run_start")
     meter.begin()
     if serving.client_processes > 1:
@@ -85,6 +90,8 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
                         scrape_s=serving.scrape_interval_s, loop=loop)
     total_energy = meter.end()
     probe.mark("run_end")
+    server_cpu = (cpu_use(cpu_before, group_cpu_seconds(group), load.end - load.start, group) if group
+                  else {"reason": no_group})
     failed = [r for r in load.records if not r.ok]
     # a server that died mid-run fails the experiment with its log tail, not with its requests' errors
     backend.check_alive(grace_s=5.0 if failed else 0.0)
@@ -100,7 +107,8 @@ def measure_serving(experiment: Experiment, backend: Any, meter: EnergyMeter, pr
             warnings.append(f"prefix cache not reset before the run ({prefix['reason']}): the server reports "
                             f"{prefix['cached_prompt_tokens']} prompt tokens of {prefix['requests_with_hits']} "
                             "requests served from its cache, prefill the run did not do")
-    return {"plan": plan, "load": load, "warmup": warm, "total_energy": total_energy, "prefix_cache": prefix}
+    return {"plan": plan, "load": load, "warmup": warm, "total_energy": total_energy, "prefix_cache": prefix,
+            "server_cpu": server_cpu}
 
 
 def cache_hits(records: list[RequestRecord]) -> dict[str, Any]:
@@ -352,6 +360,16 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
     if cpu is not None and cpu > CLIENT_CPU_WARN:
         warnings.append(f"a load-generator process used {cpu:.0%} of a core: it may be the bottleneck (raise "
                         "serving.client_processes)")
+    server_cpu = run["server_cpu"]
+    leader = next((p for p in server_cpu.get("processes", []) if p["leader"]), None)
+    if analysis["cycle"] is not None:
+        analysis["metrics"]["server_cpu_fraction"] = leader["cpu_fraction"] if leader else None
+    if leader and (leader["cpu_fraction"] or 0) > SERVER_CPU_WARN:
+        warnings.append(f"the server's main process ({leader['name']}, pid {leader['pid']}) used "
+                        f"{leader['cpu_fraction']:.0%} of a core over the run: where it serves every stream from one "
+                        "event loop, it may be what delays first tokens (TTFT), not the engine")
+    server_cpu_reason = {} if leader else {"server_cpu_fraction": server_cpu.get("reason", "the server's main process "
+                                                                                 "exited before the run's end")}
     if hasattr(backend, "queue_stamps_reason"):  # the in-process engine: vLLM's own per-request stamps
         mean_reason = stamps_reason = backend.queue_stamps_reason()
     else:
@@ -362,7 +380,7 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
     memory_reason = backend.peak_memory_mb()[1]
     metrics, unavailable = summaries(
         analysis["cycle"], analysis["metrics"], energy_reason, analysis.get("good_requests") is not None,
-        mean_reason, analysis.get("omitted"), stamps_reason, memory_reason)
+        mean_reason, {**analysis.get("omitted", {}), **server_cpu_reason}, stamps_reason, memory_reason)
     window = analysis["window"]
     steady = analysis["segments"].get("steady", {})
     validity = verdict(
@@ -410,6 +428,7 @@ def run_serving(experiment: Experiment, backend: Any, meter_factory: Callable[..
                        "send_lag_ms": distribution([((r.sent - r.scheduled) * 1e3, (i, "sent"), 0)
                                              for i, r in enumerate(load.records)]),
                        "processes": config.serving.client_processes},
+            "server_cpu": server_cpu,
             "engine_gauges": _gauge_summary(load.scrapes, window),
             "prefix_cache": run["prefix_cache"],
             "requests_file": requests_file,

@@ -120,6 +120,12 @@ class ServerBackend:
             raise
         self.start_s = time.perf_counter() - start
 
+    def process_group(self) -> tuple[Optional[int], str]:
+        """The server's process group (its leader's pid) where the suite started it, else why there is none."""
+        if self.proc is not None:
+            return self.proc.pid, ""
+        return None, "a server started elsewhere (serving.server.url): its processes are not the suite's to read"
+
     def _wait_healthy(self, health: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from llem_bench.procstat import stat_fields
+
 # "Near idle": power within 15% + 10 W of the idle reading (the power field is a ~1 s average
 # and idles noisily), each GPU within 5 degC of its temperature at session start.
 POWER_TOLERANCE, POWER_MARGIN_W, TEMPERATURE_MARGIN_C = 0.15, 10.0, 5
@@ -215,10 +217,10 @@ def _ancestors(pid: int) -> set[int]:
     seen = set()
     while pid > 1 and pid not in seen:
         seen.add(pid)
+        parsed = stat_fields(pid)
         try:
-            with open(f"/proc/{pid}/stat") as handle:
-                pid = int(handle.read().rsplit(")", 1)[1].split()[1])  # field 4: ppid
-        except (OSError, ValueError, IndexError):
+            pid = int(parsed[1][1])  # field 4: ppid
+        except (TypeError, ValueError, IndexError):  # unreadable (None) or malformed
             break
     return seen
 

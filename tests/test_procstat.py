@@ -1,11 +1,11 @@
-"""Server CPU from /proc (llem_bench/serving/procstat.py), read from real processes: a child in its own
+"""Server CPU from /proc (llem_bench/procstat.py), read from real processes: a child in its own
 process group burning CPU under a name with spaces and a parenthesis, as a server's process title may be."""
 
 import subprocess
 import sys
 import time
 
-from llem_bench.serving.procstat import cpu_use, group_cpu_seconds
+from llem_bench.procstat import cpu_use, group_cpu_seconds
 
 BURN = """
 import ctypes, time

@@ -25,7 +25,7 @@ from llem_bench.results.schema import ExperimentResult, MetricSummary
 from llem_bench.results.store import utc_now
 from llem_bench.serving.arrivals import arrival_offsets
 from llem_bench.serving.client import LoadRun, RequestRecord, run_load, run_load_processes
-from llem_bench.serving.procstat import cpu_use, group_cpu_seconds
+from llem_bench.procstat import cpu_use, group_cpu_seconds
 from llem_bench.serving.window import (stationarity, steady_window, step_series, tokens_between,
                                        window_warnings)
 from llem_bench.workload.lengths import PlannedRequest, plan_requests, plan_summary

@@ -1,7 +1,8 @@
-"""CPU time of a server's processes, from /proc: is the server's own front end what delays streamed tokens?
+"""Processes from /proc: one parser of /proc/<pid>/stat, and the CPU time of a server's process group.
 
-The load generator records its own CPU (client.py); this is the other side of the HTTP stream. A server
-the suite started runs in its own process group (server.py), so every process of that group is counted:
+Is the server's own front end what delays streamed tokens? The load generator records its own CPU
+(serving/client.py); this is the other side of the HTTP stream. A server the suite started runs in its
+own process group (serving/server.py), so every process of that group is counted:
 for vLLM the API server (the group leader: HTTP, tokenising, detokenising, one event loop) and its engine
 core. Linux only; elsewhere the reason says so.
 """
@@ -15,6 +16,16 @@ from typing import Any, Optional
 PROC = Path("/proc")
 
 
+def stat_fields(pid: int | str) -> Optional[tuple[str, list[str]]]:
+    """(command name, the fields after it) of /proc/<pid>/stat, field 3 (state) first; None when unreadable."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:  # gone, or another PID namespace
+        return None
+    # "pid (comm) state ppid pgrp ... utime stime ...": comm may hold spaces and parentheses
+    return stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+
+
 def group_cpu_seconds(pgid: int) -> Optional[dict[int, tuple[str, float]]]:
     """pid -> (command name, user + system CPU seconds) for every live process of the group; None without /proc."""
     if not (PROC / "self" / "stat").exists():
@@ -22,15 +33,10 @@ def group_cpu_seconds(pgid: int) -> Optional[dict[int, tuple[str, float]]]:
     ticks = os.sysconf("SC_CLK_TCK")
     found: dict[int, tuple[str, float]] = {}
     for entry in PROC.iterdir():
-        if not entry.name.isdigit():
+        parsed = stat_fields(entry.name) if entry.name.isdigit() else None
+        if parsed is None:  # not a process, or gone between listing and reading
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone between listing and reading
-            continue
-        # "pid (comm) state ppid pgrp ... utime stime ...": comm may hold spaces and parentheses
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
+        name, fields = parsed
         if int(fields[2]) == pgid:
             found[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
     return found
